@@ -1,0 +1,3 @@
+from rlhf_eval.cli import main
+
+main()

@@ -1,0 +1,87 @@
+"""Content fingerprints of checkpoint directories.
+
+A checkpoint's fingerprint is a hash of its weight, config and tokenizer files, so that the
+same weights evaluated twice (or found under two paths) share their cached samples. Hashing a
+multi-GB file takes seconds, so each file's digest is cached against its (size, mtime_ns):
+an unchanged file is never read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf_eval.records import content_hash
+
+#: Files whose content defines a model: weights, configs, tokenizer, adapter.
+FINGERPRINT_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".bin", ".jinja", ".tiktoken")
+#: Files that never change what a model computes (training state, logs, cards).
+IGNORED_NAMES = frozenset(
+    {
+        "trainer_state.json",
+        "training_args.bin",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+        "README.md",
+    }
+)
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """The cheap identity of a file: if size and mtime are unchanged, the digest is reused."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def file_stat(path: Path) -> FileStat:
+    st = path.stat()
+    return FileStat(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """The files of a model directory that define what it computes, sorted by name."""
+    files = []
+    for entry in sorted(model_dir.iterdir()):
+        if not entry.is_file() or entry.name in IGNORED_NAMES or entry.name.startswith("."):
+            continue
+        if entry.suffix in FINGERPRINT_SUFFIXES or entry.name.endswith(".safetensors.index.json"):
+            files.append(entry)
+    return files
+
+
+def fingerprint_files(
+    files: Iterable[Path],
+    cache: MutableMapping[FileStat, str] | None = None,
+    *,
+    extra: object = None,
+) -> str:
+    """Hash of (name, sha256) of each file, plus ``extra`` (e.g. the base model's fingerprint).
+
+    ``cache`` maps a file's (path, size, mtime_ns) to its digest; digests computed here are
+    added to it so the caller can persist them.
+    """
+    parts: list[tuple[str, str]] = []
+    for path in files:
+        stat = file_stat(path)
+        digest = cache.get(stat) if cache is not None else None
+        if digest is None:
+            digest = sha256_file(path)
+            if cache is not None:
+                cache[stat] = digest
+        parts.append((path.name, digest))
+    return content_hash(parts, extra, length=20)

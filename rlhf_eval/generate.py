@@ -1,0 +1,206 @@
+"""Sampling responses from a checkpoint (the transformers backend).
+
+The backend sits behind a narrow interface, ``GenerationBackend.generate(batch) -> batch``, so
+that another engine (vLLM) can replace it without touching the rest of the pipeline.
+
+The decoding loop is our own rather than ``model.generate``: checkpoints ship
+``generation_config.json`` files with their own temperature, top-p or repetition penalty, and
+KL is only right when we know exactly which distribution was sampled (``sampling.py``). Each
+step runs one forward with the KV cache, processes the logits with ``processed_logprobs`` and
+draws with the sample's own uniforms (``inverse_cdf_sample``). A response ends at its first
+EOS (kept in the stored token ids) or after ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from rlhf_eval.models import as_tensor
+from rlhf_eval.records import Prompt
+from rlhf_eval.sampling import SamplingParams, inverse_cdf_sample, processed_logprobs, uniforms
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """A prompt's token ids under the policy's tokenizer (chat template applied if any)."""
+
+    prompt: Prompt
+    token_ids: tuple[int, ...]
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sample to draw: which prompt, which sample index, and its seed."""
+
+    sample_id: str
+    encoded: EncodedPrompt
+    sample_idx: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class GeneratedSample:
+    """A drawn response: token ids up to and including the first EOS, and its text."""
+
+    request: GenerationRequest
+    token_ids: tuple[int, ...]
+    text: str
+    ended_eos: bool
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class GenerationBackend(Protocol):
+    """What the pipeline needs from a generation engine."""
+
+    def generate(self, batch: Sequence[GenerationRequest]) -> list[GeneratedSample]: ...
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the generation config's (which
+    can be a list, e.g. chat models that end turns with a dedicated token)."""
+    ids: set[int] = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (configured, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+def format_prompt(prompt: Prompt, tokenizer: Any) -> tuple[list[int], bool]:
+    """Token ids of a prompt; chat messages go through the tokenizer's chat template when it has
+    one. Returns (ids, used_template)."""
+    messages = prompt.messages_list
+    if messages is not None and getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"]), True
+    if messages is not None:
+        text = "\n".join(m.get("content", "") for m in messages) + "\n"
+    else:
+        text = prompt.text or ""
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"]), False
+
+
+def encode_prompts(prompts: Sequence[Prompt], tokenizer: Any, max_prompt_tokens: int) -> list[EncodedPrompt]:
+    """Encode prompts, keeping the last ``max_prompt_tokens`` of any that are longer (the end
+    of a prompt, next to the response, matters most); an empty encoding gets the BOS/EOS token
+    so that the first response token has a context to be predicted from."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    encoded = []
+    for prompt in prompts:
+        ids, _ = format_prompt(prompt, tokenizer)
+        truncated = len(ids) > max_prompt_tokens
+        if truncated:
+            ids = ids[-max_prompt_tokens:]
+        if not ids:
+            ids = [int(start if start is not None else 0)]
+        encoded.append(EncodedPrompt(prompt, tuple(int(i) for i in ids), truncated))
+    return encoded
+
+
+def plan_batches(
+    requests: Sequence[GenerationRequest], max_new_tokens: int, token_budget: int, max_batch: int
+) -> list[list[GenerationRequest]]:
+    """Length-sorted batches whose padded size (rows x (longest prompt + max_new_tokens)) stays
+    within ``token_budget``. Deterministic: the same requests always give the same batches."""
+    ordered = sorted(requests, key=lambda r: (-len(r.encoded.token_ids), r.encoded.prompt.index, r.sample_idx))
+    batches: list[list[GenerationRequest]] = []
+    current: list[GenerationRequest] = []
+    for request in ordered:
+        width = (len(current[0].encoded.token_ids) if current else len(request.encoded.token_ids)) + max_new_tokens
+        if current and (len(current) >= max_batch or (len(current) + 1) * width > token_budget):
+            batches.append(current)
+            current = []
+        current.append(request)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _cache_kwarg(model: Any) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(output: Any) -> Any:
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else output.get("past_key_values")
+
+
+class TransformersBackend:
+    """Batched sampling with a transformers causal LM and its KV cache."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        params: SamplingParams,
+        *,
+        token_budget: int = 16384,
+        max_batch: int = 64,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.params = params
+        self.token_budget = token_budget
+        self.max_batch = max_batch
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0])
+        self.cache_kwarg = _cache_kwarg(model)
+        forward_params = inspect.signature(model.forward).parameters
+        self.keeps_logits = "logits_to_keep" in forward_params
+
+    def plan(self, requests: Sequence[GenerationRequest]) -> list[list[GenerationRequest]]:
+        return plan_batches(requests, self.params.max_new_tokens, self.token_budget, self.max_batch)
+
+    @torch.inference_mode()
+    def generate(self, batch: Sequence[GenerationRequest]) -> list[GeneratedSample]:
+        device = self.model.device
+        steps = self.params.max_new_tokens
+        ids, mask = as_tensor([list(r.encoded.token_ids) for r in batch], self.pad_id, left=True)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        draws = torch.stack([uniforms(r.seed, steps) for r in batch])
+        eos = torch.tensor(self.eos_ids, device=device)
+        extra = {"logits_to_keep": 1} if self.keeps_logits else {}
+        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+        next_position = positions[:, -1] + 1
+        finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        columns: list[torch.Tensor] = []
+        for step in range(steps):
+            logprobs = processed_logprobs(output.logits[:, -1, :], self.params)
+            token = inverse_cdf_sample(logprobs, draws[:, step]).to(device)
+            token = torch.where(finished, torch.full_like(token, self.pad_id), token)
+            columns.append(token)
+            finished |= torch.isin(token, eos)
+            if bool(finished.all()) or step == steps - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            output = self.model(
+                input_ids=token.unsqueeze(-1),
+                attention_mask=mask,
+                position_ids=next_position.unsqueeze(-1),
+                use_cache=True,
+                **{self.cache_kwarg: _output_cache(output)},
+            )
+            next_position = next_position + 1
+        generated = torch.stack(columns, dim=1).cpu().tolist()
+        return [self._finish(request, row) for request, row in zip(batch, generated, strict=True)]
+
+    def _finish(self, request: GenerationRequest, row: list[int]) -> GeneratedSample:
+        eos = set(self.eos_ids)
+        end = next((i for i, token in enumerate(row) if token in eos), None)
+        token_ids = row if end is None else row[: end + 1]
+        body = token_ids if end is None else token_ids[:-1]
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        return GeneratedSample(request, tuple(int(t) for t in token_ids), text, end is not None)

@@ -1,0 +1,765 @@
+"""The local runner: discover -> generate -> KL, rewards, detectors -> store.
+
+Every stage is a batch function (``TransformersBackend.generate``, ``estimate_kl``,
+``Scorer.score``, ``run_detectors``); this module plans the work, skips what the database
+already holds, and stages each finished batch (``store.py``). Batches are planned over the
+*whole* work list of a model, deterministically, and a batch is skipped only when all its rows
+exist: a resumed run recomputes interrupted batches with exactly the same composition, so it
+ends with exactly the rows of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rlhf_eval.discover import CheckpointSpec, RunSpec, discover
+from rlhf_eval.errors import UserInputError
+from rlhf_eval.fingerprint import FileStat, fingerprint_files, model_files
+from rlhf_eval.models import (
+    LoadOptions,
+    check_config,
+    check_same_tokenizer,
+    check_weights,
+    has_tokenizer,
+    inference_device,
+    load_causal_lm,
+    load_tokenizer,
+    read_json,
+    resolve_model_dir,
+)
+from rlhf_eval.records import Prompt, Suite, content_hash
+from rlhf_eval.rewards import (
+    EnsembleMode,
+    Scorer,
+    aggregate,
+    build_scorer,
+    ensemble_id,
+    member_stats,
+    parse_ensemble,
+)
+from rlhf_eval.sampling import SamplingParams, sample_seed
+from rlhf_eval.store import SCHEMA_VERSION, Store
+
+SAMPLER_VERSION = "inverse-cdf-v1"
+SCORE_CHUNK = 256
+FEATURE_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything one ``rlhf-eval eval`` needs; CLI flags map onto it one to one."""
+
+    paths: tuple[str, ...]
+    ref: str
+    suite: str
+    proxy: tuple[str, ...]
+    gold: tuple[str, ...]
+    db: str = "rlhf_eval.duckdb"
+    samples: int | None = None
+    limit: int | None = None
+    method: str | None = None
+    base: str | None = None
+    run: str | None = None
+    ensemble: str = "mean"
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    token_budget: int = 16384
+    progress: bool = True
+
+
+@dataclass
+class WorkStats:
+    """What a run actually computed (zeros on a fully cached rerun)."""
+
+    models_loaded: int = 0
+    samples_generated: int = 0
+    kl_computed: int = 0
+    scores_computed: int = 0
+    features_computed: int = 0
+    prompts_truncated: int = 0
+    null_scores: int = 0
+    rm_inputs_truncated: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    eval_id: str
+    runs: tuple[str, ...]
+    summary: list[dict[str, Any]]
+    stats: WorkStats
+
+
+@dataclass
+class ModelUnit:
+    """One distinct set of weights to sample (several checkpoints may share it)."""
+
+    fingerprint: str
+    spec: CheckpointSpec
+    tokenizer_dirs: list[Path]
+    checkpoints: list[CheckpointSpec] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        first = self.checkpoints[0] if self.checkpoints else self.spec
+        return f"{first.run}/{first.checkpoint}"
+
+
+@dataclass(frozen=True)
+class PlannedSample:
+    sample_id: str
+    prompt: Prompt
+    sample_idx: int
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def progress(items: Iterable[Any], total: int, desc: str, enabled: bool) -> Iterable[Any]:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def sampling_params(config: EvalConfig, suite: Suite) -> tuple[SamplingParams, int, int]:
+    """Suite defaults overridden by flags; returns (params, samples per prompt, seed)."""
+    gen = suite.generation
+    params = SamplingParams(
+        temperature=gen.temperature if config.temperature is None else config.temperature,
+        top_p=gen.top_p if config.top_p is None else config.top_p,
+        top_k=gen.top_k if config.top_k is None else config.top_k,
+        max_new_tokens=gen.max_new_tokens if config.max_new_tokens is None else config.max_new_tokens,
+    )
+    samples = gen.samples_per_prompt if config.samples is None else config.samples
+    if samples < 1:
+        raise UserInputError(f"--samples {samples}: must be at least 1 sample per prompt")
+    if params.max_new_tokens < 1:
+        raise UserInputError(f"--max-new-tokens {params.max_new_tokens}: must be at least 1")
+    if params.temperature <= 0:
+        raise UserInputError(f"--temperature {params.temperature}: must be > 0 (sampling; greedy has no KL meaning)")
+    if not 0 < params.top_p <= 1:
+        raise UserInputError(f"--top-p {params.top_p}: must be in (0, 1]")
+    if params.top_k < 0:
+        raise UserInputError(f"--top-k {params.top_k}: must be >= 0 (0 = off)")
+    return params, samples, gen.seed if config.seed is None else config.seed
+
+
+def context_from_config(model_dir: Path) -> int:
+    config = read_json(model_dir / "config.json")
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = config.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def tokenizer_dirs(spec: CheckpointSpec) -> list[Path]:
+    """Where a checkpoint's tokenizer may be: its dir, its run's root, an adapter's base."""
+    dirs = [spec.path]
+    if spec.path.name.startswith("checkpoint-"):
+        dirs.append(spec.path.parent)
+    if spec.base is not None:
+        dirs.append(spec.base)
+    return dirs
+
+
+def validate_checkpoint(spec: CheckpointSpec, options: LoadOptions) -> None:
+    """Every check that needs no weights loaded, so bad input fails before any model work."""
+    if spec.kind == "adapter":
+        assert spec.base is not None
+        check_config(spec.base, options)
+        check_weights(spec.base, options)
+        check_weights(spec.path, options, adapter=True)
+    else:
+        check_config(spec.path, options)
+        check_weights(spec.path, options)
+    if not any(has_tokenizer(d) for d in tokenizer_dirs(spec)):
+        raise UserInputError(
+            f"{spec.path}: no tokenizer found; save it next to the weights "
+            f"with tokenizer.save_pretrained('{spec.path}')"
+        )
+
+
+def model_fingerprint(spec: CheckpointSpec, cache: dict[FileStat, str]) -> str:
+    files = model_files(spec.path)
+    if spec.kind == "adapter":
+        assert spec.base is not None
+        return "lora-" + fingerprint_files(files, cache, extra=fingerprint_files(model_files(spec.base), cache))
+    return fingerprint_files(files, cache)
+
+
+class Evaluation:
+    """One ``rlhf-eval eval`` invocation over a store."""
+
+    def __init__(self, config: EvalConfig) -> None:
+        from rlhf_eval.suites import load_suite
+
+        self.config = config
+        self.options = LoadOptions(config.allow_pickle, config.trust_remote_code, inference_device())
+        self.suite = load_suite(config.suite, limit=config.limit)
+        self.params, self.samples_per_prompt, self.seed = sampling_params(config, self.suite)
+        if not config.proxy:
+            raise UserInputError("--proxy: at least one proxy reward model or callable is required")
+        if not config.gold:
+            raise UserInputError("--gold: at least one gold reward model or callable is required")
+        self.ensemble_mode: EnsembleMode = parse_ensemble(config.ensemble)
+        self.runs: list[RunSpec] = discover(config.paths, method=config.method, base=config.base, run=config.run)
+        self.ref_dir = resolve_model_dir(config.ref, "--ref reference model")
+        self.ref_spec = CheckpointSpec("", "reference", 0, self.ref_dir, "base", is_reference=True)
+        validate_checkpoint(self.ref_spec, self.options)
+        for run in self.runs:
+            for checkpoint in run.checkpoints:
+                validate_checkpoint(checkpoint, self.options)
+        self.store = Store(config.db)
+        self.eval_id = content_hash("eval", time.time_ns(), uuid.uuid4().hex)
+        self.gen_key = content_hash("gen", asdict(self.params), self.seed, SAMPLER_VERSION)
+        self.stats = WorkStats()
+        self.hash_cache: dict[FileStat, str] = {}
+        self.scorers: dict[str, Scorer] = {}
+        self.member_values: dict[str, dict[str, float | None]] = {}
+        self.ref_model: Any = None
+        self.ref_tokenizer: Any = None
+        self.max_prompt_tokens = 0
+        self.proxy_ids: list[str] = []
+        self.gold_ids: list[str] = []
+
+    # -- setup -------------------------------------------------------------------------------
+    def build_scorers(self) -> None:
+        for role, specs in (("proxy", self.config.proxy), ("gold", self.config.gold)):
+            ids = []
+            for text in specs:
+                scorer = build_scorer(text, self.options, self.hash_cache)
+                self.scorers.setdefault(scorer.scorer_id, scorer)
+                ids.append(scorer.scorer_id)
+            setattr(self, f"{role}_ids", ids)
+
+    def role_scorer(self, member_ids: Sequence[str], ref_fp: str) -> str:
+        if len(member_ids) == 1:
+            return member_ids[0]
+        return ensemble_id(
+            member_ids,
+            self.ensemble_mode,
+            content_hash(ref_fp, self.suite.fingerprint, self.gen_key, self.samples_per_prompt),
+        )
+
+    def load_hash_cache(self) -> None:
+        for path, size, mtime_ns, sha in self.store.query("SELECT path, size, mtime_ns, sha256 FROM file_hashes"):
+            self.hash_cache[FileStat(path, size, mtime_ns)] = sha
+
+    def save_hash_cache(self) -> None:
+        self.store.stage(
+            "file_hashes",
+            [{"path": s.path, "size": s.size, "mtime_ns": s.mtime_ns, "sha256": h} for s, h in self.hash_cache.items()],
+        )
+
+    def model_units(self, ref_fp: str) -> list[ModelUnit]:
+        units: dict[str, ModelUnit] = {ref_fp: ModelUnit(ref_fp, self.ref_spec, tokenizer_dirs(self.ref_spec), [])}
+        kept_runs = []
+        for run in self.runs:
+            seen: dict[tuple[str, int], str] = {}
+            checkpoints = []
+            for checkpoint in run.checkpoints:
+                fp = model_fingerprint(checkpoint, self.hash_cache)
+                if checkpoint.checkpoint == "final" and seen.get((fp, checkpoint.step)):
+                    continue  # the final save repeats the last checkpoint-N
+                seen[(fp, checkpoint.step)] = checkpoint.checkpoint
+                checkpoints.append((checkpoint, fp))
+            kept_runs.append(
+                RunSpec(run.name, run.path, run.method, tuple(c for c, _ in checkpoints), run.training_logs)
+            )
+            units[ref_fp].checkpoints.append(
+                CheckpointSpec(run.name, "reference", 0, self.ref_dir, "base", is_reference=True)
+            )
+            for checkpoint, fp in checkpoints:
+                unit = units.setdefault(fp, ModelUnit(fp, checkpoint, tokenizer_dirs(checkpoint)))
+                unit.checkpoints.append(checkpoint)
+        self.runs = kept_runs
+        return list(units.values())
+
+    def stage_metadata(self, units: Sequence[ModelUnit], ref_fp: str) -> None:
+        from rlhf_eval.provenance import provenance
+
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        self.stage_evaluation("running", now, None)
+        self.store.stage(
+            "suites",
+            [
+                {
+                    "suite_fp": self.suite.fingerprint,
+                    "name": self.suite.name,
+                    "version": self.suite.version,
+                    "source": self.suite.source,
+                    "n_prompts": len(self.suite.prompts),
+                }
+            ],
+        )
+        self.store.stage(
+            "prompts",
+            [
+                {
+                    "suite_fp": self.suite.fingerprint,
+                    "idx": p.index,
+                    "prompt_id": p.prompt_id,
+                    "text": p.display_text,
+                    "messages": json.dumps(p.messages_list) if p.messages is not None else None,
+                    "category": p.category,
+                }
+                for p in self.suite.prompts
+            ],
+        )
+        self.store.stage(
+            "generation_configs",
+            [
+                {
+                    "gen_key": self.gen_key,
+                    "config": json.dumps(
+                        {
+                            **asdict(self.params),
+                            "seed": self.seed,
+                            "sampler": SAMPLER_VERSION,
+                            "backend": "transformers",
+                        }
+                    ),
+                }
+            ],
+        )
+        self.store.stage(
+            "scorers",
+            [
+                {
+                    "scorer_id": s.scorer_id,
+                    "name": s.name,
+                    "kind": s.kind,
+                    "spec": json.dumps(s.spec, default=str),
+                    "higher_is_better": s.higher_is_better,
+                }
+                for s in self.scorers.values()
+            ],
+        )
+        for role, members in (("proxy", self.proxy_ids), ("gold", self.gold_ids)):
+            if len(members) > 1:
+                self.store.stage(
+                    "scorers",
+                    [
+                        {
+                            "scorer_id": self.role_scorer(members, ref_fp),
+                            "name": f"{role} ensemble ({self.ensemble_mode.mode})",
+                            "kind": "ensemble",
+                            "higher_is_better": True,
+                            "spec": json.dumps(
+                                {
+                                    "mode": self.ensemble_mode.mode,
+                                    "lambda": self.ensemble_mode.lam,
+                                    "members": members,
+                                    "normalized_on": "reference samples",
+                                }
+                            ),
+                        }
+                    ],
+                )
+        rows = []
+        for unit in units:
+            for c in unit.checkpoints:
+                rows.append(
+                    {
+                        "run": c.run,
+                        "checkpoint": c.checkpoint,
+                        "step": c.step,
+                        "method": c.method,
+                        "is_reference": c.is_reference,
+                        "path": str(c.path),
+                        "kind": c.kind,
+                        "base_model": str(c.base) if c.base else None,
+                        "model_fp": unit.fingerprint,
+                        "ref_fp": ref_fp,
+                        "suite_fp": self.suite.fingerprint,
+                        "gen_key": self.gen_key,
+                        "samples_per_prompt": self.samples_per_prompt,
+                        "proxy_scorer": self.role_scorer(self.proxy_ids, ref_fp),
+                        "gold_scorer": self.role_scorer(self.gold_ids, ref_fp),
+                        "eval_id": self.eval_id,
+                        "evaluated_at": now,
+                    }
+                )
+        self.store.stage("checkpoints", rows)
+        logs = [
+            {"run": run.name, "step": log.step, "metric": log.metric, "value": log.value}
+            for run in self.runs
+            for log in run.training_logs
+        ]
+        self.store.stage("training_logs", logs)
+        self.provenance = provenance()
+
+    def stage_evaluation(self, status: str, started: datetime, finished: datetime | None) -> None:
+        from rlhf_eval.provenance import provenance
+
+        config = {
+            **asdict(self.config),
+            "resolved": {
+                "sampling": asdict(self.params),
+                "seed": self.seed,
+                "samples_per_prompt": self.samples_per_prompt,
+                "suite": self.suite.name,
+                "suite_version": self.suite.version,
+                "suite_fp": self.suite.fingerprint,
+                "gen_key": self.gen_key,
+            },
+        }
+        self.started = getattr(self, "started", started)
+        self.store.stage(
+            "evaluations",
+            [
+                {
+                    "eval_id": self.eval_id,
+                    "started_at": self.started,
+                    "finished_at": finished,
+                    "status": status,
+                    "command": " ".join(sys.argv),
+                    "config": json.dumps(config, default=str),
+                    "provenance": json.dumps(provenance(), default=str),
+                    "seed": self.seed,
+                    "schema_version": SCHEMA_VERSION,
+                }
+            ],
+        )
+
+    # -- per model ---------------------------------------------------------------------------
+    def planned(self, model_fp: str) -> list[PlannedSample]:
+        return [
+            PlannedSample(content_hash("sample", model_fp, p.prompt_id, self.gen_key, i, length=24), p, i)
+            for p in self.suite.prompts
+            for i in range(self.samples_per_prompt)
+        ]
+
+    def existing_samples(self, model_fp: str) -> dict[str, dict[str, Any]]:
+        rows = self.store.query(
+            "SELECT sample_id, prompt_token_ids, token_ids, response FROM samples WHERE model_fp = ? AND gen_key = ?",
+            [model_fp, self.gen_key],
+        )
+        return {r[0]: {"prompt_token_ids": r[1], "token_ids": r[2], "response": r[3]} for r in rows}
+
+    def existing_ids(self, sql: str, params: Sequence[Any]) -> set[str]:
+        return {row[0] for row in self.store.query(sql, params)}
+
+    def load_reference(self) -> None:
+        if self.ref_model is None:
+            self.ref_model = load_causal_lm(self.ref_dir, self.options)
+            self.stats.models_loaded += 1
+
+    def evaluate_unit(self, unit: ModelUnit, ref_fp: str) -> None:
+        plan = self.planned(unit.fingerprint)
+        samples = self.existing_samples(unit.fingerprint)
+        policy: Any = None
+        tokenizer = load_tokenizer(unit.tokenizer_dirs, self.options, owner=unit.spec.path)
+        check_same_tokenizer(tokenizer, self.ref_tokenizer, unit.spec.path, self.ref_dir)
+
+        def get_policy() -> Any:
+            nonlocal policy
+            if policy is None:
+                if unit.fingerprint == ref_fp:
+                    self.load_reference()
+                    policy = self.ref_model
+                else:
+                    policy = load_causal_lm(unit.spec.path, self.options, adapter_base=unit.spec.base)
+                    self.stats.models_loaded += 1
+            return policy
+
+        if any(p.sample_id not in samples for p in plan):
+            self.generate(unit, plan, samples, get_policy(), tokenizer)
+        self.compute_kl(unit, plan, samples, get_policy, tokenizer, ref_fp)
+        self.compute_scores(unit, plan, samples)
+        self.compute_features(plan, samples)
+        self.store.flush()
+        del policy
+        gc.collect()
+
+    def generate(
+        self,
+        unit: ModelUnit,
+        plan: Sequence[PlannedSample],
+        samples: dict[str, dict[str, Any]],
+        policy: Any,
+        tokenizer: Any,
+    ) -> None:
+        from rlhf_eval.generate import GenerationRequest, TransformersBackend, encode_prompts
+
+        encoded = {e.prompt.prompt_id: e for e in encode_prompts(self.suite.prompts, tokenizer, self.max_prompt_tokens)}
+        truncated = sum(1 for e in encoded.values() if e.truncated)
+        if truncated:
+            self.stats.prompts_truncated += truncated
+            self.warn(
+                f"{unit.label}: {truncated} of {len(encoded)} prompts exceed the context minus max_new_tokens "
+                f"and were cut to their last {self.max_prompt_tokens} tokens (stored with prompt_truncated = true)"
+            )
+        backend = TransformersBackend(policy, tokenizer, self.params, token_budget=self.config.token_budget)
+        requests = [
+            GenerationRequest(
+                p.sample_id,
+                encoded[p.prompt.prompt_id],
+                p.sample_idx,
+                sample_seed(self.seed, p.prompt.prompt_id, p.sample_idx),
+            )
+            for p in plan
+        ]
+        batches = backend.plan(requests)
+        for batch in progress(batches, len(batches), f"{unit.label} generate", self.config.progress):
+            if all(r.sample_id in samples for r in batch):
+                continue
+            rows = []
+            for out in backend.generate(batch):
+                if out.request.sample_id in samples:
+                    continue
+                request = out.request
+                row = {
+                    "sample_id": request.sample_id,
+                    "model_fp": unit.fingerprint,
+                    "prompt_id": request.encoded.prompt.prompt_id,
+                    "gen_key": self.gen_key,
+                    "sample_idx": request.sample_idx,
+                    "prompt_token_ids": list(request.encoded.token_ids),
+                    "token_ids": list(out.token_ids),
+                    "response": out.text,
+                    "n_tokens": out.n_tokens,
+                    "ended_eos": out.ended_eos,
+                    "prompt_truncated": request.encoded.truncated,
+                    "eval_id": self.eval_id,
+                }
+                rows.append(row)
+                samples[request.sample_id] = row
+            self.store.stage("samples", rows)
+            self.stats.samples_generated += len(rows)
+            self.store.maybe_flush()
+
+    def compute_kl(
+        self,
+        unit: ModelUnit,
+        plan: Sequence[PlannedSample],
+        samples: dict[str, dict[str, Any]],
+        get_policy: Any,
+        tokenizer: Any,
+        ref_fp: str,
+    ) -> None:
+        from rlhf_eval.kl import KLItem, estimate_kl, plan_kl_batches
+
+        done = self.existing_ids(
+            "SELECT k.sample_id FROM kl k JOIN samples s USING (sample_id) "
+            "WHERE k.ref_fp = ? AND s.model_fp = ? AND s.gen_key = ?",
+            [ref_fp, unit.fingerprint, self.gen_key],
+        )
+        if all(p.sample_id in done for p in plan):
+            return
+        if unit.fingerprint == ref_fp and self.params.is_raw:
+            rows = [
+                {
+                    "sample_id": p.sample_id,
+                    "ref_fp": ref_fp,
+                    "logp_policy": None,
+                    "logp_ref": None,
+                    "k1": 0.0,
+                    "k2": 0.0,
+                    "k3": 0.0,
+                    "kl_full": 0.0,
+                    "n_tokens": len(samples[p.sample_id]["token_ids"]),
+                }
+                for p in plan
+                if p.sample_id not in done
+            ]
+            self.store.stage("kl", rows)  # KL of the reference from itself is exactly 0
+            self.stats.kl_computed += len(rows)
+            return
+        policy = get_policy()
+        self.load_reference()
+        items = [
+            KLItem(
+                p.sample_id, tuple(samples[p.sample_id]["prompt_token_ids"]), tuple(samples[p.sample_id]["token_ids"])
+            )
+            for p in plan
+        ]
+        vocab = int(policy.config.vocab_size)
+        batches = plan_kl_batches(items, self.config.token_budget, vocab, logit_budget=64 * 1024 * 1024)
+        pad = int(tokenizer.pad_token_id)
+        for batch in progress(batches, len(batches), f"{unit.label} KL", self.config.progress):
+            if all(item.sample_id in done for item in batch):
+                continue
+            rows = [
+                {
+                    "sample_id": e.sample_id,
+                    "ref_fp": ref_fp,
+                    "logp_policy": e.logp_policy,
+                    "logp_ref": e.logp_ref,
+                    "k1": e.k1,
+                    "k2": e.k2,
+                    "k3": e.k3,
+                    "kl_full": e.full,
+                    "n_tokens": e.n_tokens,
+                }
+                for e in estimate_kl(policy, self.ref_model, batch, self.params, pad)
+                if e.sample_id not in done
+            ]
+            self.store.stage("kl", rows)
+            self.stats.kl_computed += len(rows)
+            self.store.maybe_flush()
+
+    def compute_scores(
+        self, unit: ModelUnit, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
+    ) -> None:
+        ids = [p.sample_id for p in plan]
+        for scorer_id, scorer in self.scorers.items():
+            known = self.member_values.setdefault(scorer_id, {})
+            rows = self.store.query(
+                "SELECT s.sample_id, s.value FROM scores s JOIN samples m USING (sample_id) "
+                "WHERE s.scorer_id = ? AND m.model_fp = ? AND m.gen_key = ?",
+                [scorer_id, unit.fingerprint, self.gen_key],
+            )
+            known.update({sid: value for sid, value in rows})
+            chunks = [plan[i : i + SCORE_CHUNK] for i in range(0, len(plan), SCORE_CHUNK)]
+            for chunk in progress(
+                chunks, len(chunks), f"{unit.label} {scorer.kind} {scorer.name}", self.config.progress
+            ):
+                if all(p.sample_id in known for p in chunk):
+                    continue
+                values = scorer.score([p.prompt for p in chunk], [samples[p.sample_id]["response"] for p in chunk])
+                staged = []
+                for p, value in zip(chunk, values, strict=True):
+                    if p.sample_id in known:
+                        continue
+                    known[p.sample_id] = value
+                    staged.append({"sample_id": p.sample_id, "scorer_id": scorer_id, "value": value})
+                    self.stats.null_scores += value is None
+                self.store.stage("scores", staged)
+                self.stats.scores_computed += len(staged)
+                self.store.maybe_flush()
+            truncated = getattr(scorer.score_fn, "truncated", 0)
+            if truncated:
+                self.stats.rm_inputs_truncated += truncated
+                self.warn(f"{scorer.name}: {truncated} inputs were longer than its context and kept their last tokens")
+                scorer.score_fn.truncated = 0  # type: ignore[attr-defined]
+        del ids
+
+    def compute_features(self, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]) -> None:
+        from rlhf_eval.detectors import REGISTRY, run_detectors
+
+        current = {(d.name, d.version) for d in REGISTRY.values()}
+        have: dict[str, set[tuple[str, int]]] = {}
+        for sid, feature, version in self.store.query(
+            "SELECT f.sample_id, f.feature, f.version FROM features f JOIN samples s USING (sample_id) "
+            "WHERE s.model_fp = (SELECT model_fp FROM samples WHERE sample_id = ?) AND s.gen_key = ?",
+            [plan[0].sample_id, self.gen_key],
+        ):
+            have.setdefault(sid, set()).add((feature, version))
+        todo = [p for p in plan if not current <= have.get(p.sample_id, set())]
+        for start in range(0, len(todo), FEATURE_CHUNK):
+            chunk = todo[start : start + FEATURE_CHUNK]
+            values = run_detectors([samples[p.sample_id]["response"] for p in chunk])
+            rows = [
+                {"sample_id": p.sample_id, "feature": name, "version": REGISTRY[name].version, "value": values[name][i]}
+                for name in values
+                for i, p in enumerate(chunk)
+            ]
+            self.store.stage("features", rows)
+            self.stats.features_computed += len(chunk)
+
+    def compute_ensembles(self, units: Sequence[ModelUnit], ref_fp: str) -> None:
+        for members in (self.proxy_ids, self.gold_ids):
+            if len(members) < 2:
+                continue
+            scorer_id = self.role_scorer(members, ref_fp)
+            ref_plan = self.planned(ref_fp)
+            stats = [member_stats([self.member_values[m].get(p.sample_id) for p in ref_plan]) for m in members]
+            for unit in units:
+                plan = self.planned(unit.fingerprint)
+                done = self.existing_ids(
+                    "SELECT s.sample_id FROM scores s JOIN samples m USING (sample_id) "
+                    "WHERE s.scorer_id = ? AND m.model_fp = ? AND m.gen_key = ?",
+                    [scorer_id, unit.fingerprint, self.gen_key],
+                )
+                todo = [p for p in plan if p.sample_id not in done]
+                if not todo:
+                    continue
+                values = aggregate(
+                    [[self.member_values[m].get(p.sample_id) for p in todo] for m in members], stats, self.ensemble_mode
+                )
+                self.store.stage(
+                    "scores",
+                    [
+                        {"sample_id": p.sample_id, "scorer_id": scorer_id, "value": v}
+                        for p, v in zip(todo, values, strict=True)
+                    ],
+                )
+                self.stats.scores_computed += len(todo)
+
+    def warn(self, message: str) -> None:
+        self.stats.warnings.append(message)
+        log(f"warning: {message}")
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> EvalResult:
+        self.build_scorers()
+        with self.store.writer():
+            self.load_hash_cache()
+            ref_fp = model_fingerprint(self.ref_spec, self.hash_cache)
+            units = self.model_units(ref_fp)
+            self.save_hash_cache()
+            self.ref_tokenizer = load_tokenizer(tokenizer_dirs(self.ref_spec), self.options, owner=self.ref_dir)
+            self.max_prompt_tokens = self.prompt_budget(units)
+            if not self.params.is_raw:
+                self.warn(
+                    f"sampling with {asdict(self.params)}: KL is measured for this processed distribution, "
+                    "not the checkpoint's raw one"
+                )
+            self.stage_metadata(units, ref_fp)
+            self.store.flush()
+            for unit in units:
+                self.evaluate_unit(unit, ref_fp)
+            self.compute_ensembles(units, ref_fp)
+            self.stage_evaluation("completed", self.started, datetime.now(timezone.utc).replace(tzinfo=None))
+            self.store.flush()
+            names = [run.name for run in self.runs]
+            summary = self.summary(names)
+        return EvalResult(self.eval_id, tuple(names), summary, self.stats)
+
+    def prompt_budget(self, units: Sequence[ModelUnit]) -> int:
+        context = min(
+            context_from_config(u.spec.base or u.spec.path)
+            if u.spec.kind == "adapter"
+            else context_from_config(u.spec.path)
+            for u in units
+        )
+        budget = context - self.params.max_new_tokens
+        if budget < 1:
+            raise UserInputError(
+                f"--max-new-tokens {self.params.max_new_tokens}: the models' context is {context} tokens; "
+                f"use at most {context - 1} so prompts fit"
+            )
+        return budget
+
+    def summary(self, runs: Sequence[str]) -> list[dict[str, Any]]:
+        con_rows = self.store.query(
+            "SELECT * FROM checkpoint_summary WHERE list_contains(?, run) ORDER BY run, step, checkpoint", [list(runs)]
+        )
+        names = [
+            row[0] for row in self.store.query("SELECT column_name FROM (DESCRIBE SELECT * FROM checkpoint_summary)")
+        ]
+        return [dict(zip(names, row, strict=True)) for row in con_rows]
+
+
+def evaluate(config: EvalConfig) -> EvalResult:
+    """Evaluate every checkpoint under ``config.paths``; see ``Evaluation``."""
+    return Evaluation(config).run()

@@ -1,0 +1,57 @@
+"""The read path: what the dashboard, the gate and the report use.
+
+Every read opens the database read-only, runs its parameterized queries and closes it at
+once, so a reader never holds the file while the evaluator flushes (see ``store.py``). The
+brief moments a flush holds the lock are retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from rlhf_eval.errors import StoreError
+from rlhf_eval.store import connect
+
+
+@contextmanager
+def read_connection(path: str | Path, timeout: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection, closed on exit. A missing database is a clear error."""
+    db = Path(path)
+    if not db.is_file():
+        raise StoreError(
+            f"{db}: no database yet; fill it with `rlhf-eval eval PATH --ref REF --suite SUITE "
+            f"--proxy RM --gold RM --db {db}` or `rlhf-eval demo`"
+        )
+    con = connect(db, read_only=True, timeout=timeout)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def fetch_dicts(path: str | Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Rows of a parameterized query as dicts."""
+    with read_connection(path) as con:
+        cursor = con.execute(sql, list(params))
+        names = [d[0] for d in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def checkpoint_summary(path: str | Path, runs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """``checkpoint_summary`` rows, optionally only of some runs, ordered by run and step."""
+    if runs:
+        return fetch_dicts(
+            path,
+            "SELECT * FROM checkpoint_summary WHERE list_contains(?, run) ORDER BY run, step, checkpoint",
+            [list(runs)],
+        )
+    return fetch_dicts(path, "SELECT * FROM checkpoint_summary ORDER BY run, step, checkpoint")
+
+
+def training_logs(path: str | Path, run: str) -> list[dict[str, Any]]:
+    return fetch_dicts(path, "SELECT * FROM training_logs WHERE run = ? ORDER BY step, metric", [run])

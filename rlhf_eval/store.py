@@ -1,0 +1,379 @@
+"""The DuckDB store: schema migrations, staged writes, idempotent ingestion.
+
+DuckDB lets no other process open a database file while one process holds a read-write
+connection. So that the dashboard, gate and report keep working while an evaluation writes,
+the evaluator never holds one for long:
+
+1. each finished batch of rows is written as a Parquet shard into ``<db>.staging/`` (written
+   to a temporary name, fsynced, then renamed: a shard is either whole or absent);
+2. ``flush()`` opens the database read-write, ingests every pending shard in one transaction,
+   closes it and only then deletes the shards. Readers open read-only between flushes
+   (``query.py`` retries the brief moments a flush holds the lock).
+
+A run killed at any point loses no finished batch: its shards are ingested on the next start.
+Rows are keyed by content hashes, so ingesting a shard twice (killed after COMMIT and before
+the shards were deleted) changes nothing. One writer at a time is enforced with a lock file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rlhf_eval.errors import StoreError
+
+IGNORE = "IGNORE"  # content-addressed: the first write of a key is the only one
+REPLACE = "REPLACE"  # descriptive: the latest write wins
+
+LIST_INT = pa.list_(pa.int32())
+TABLES: dict[str, tuple[str, pa.Schema]] = {
+    "evaluations": (
+        REPLACE,
+        pa.schema(
+            [
+                ("eval_id", pa.string()),
+                ("started_at", pa.timestamp("us")),
+                ("finished_at", pa.timestamp("us")),
+                ("status", pa.string()),
+                ("command", pa.string()),
+                ("config", pa.string()),
+                ("provenance", pa.string()),
+                ("seed", pa.int64()),
+                ("schema_version", pa.int32()),
+            ]
+        ),
+    ),
+    "suites": (
+        IGNORE,
+        pa.schema(
+            [
+                ("suite_fp", pa.string()),
+                ("name", pa.string()),
+                ("version", pa.string()),
+                ("source", pa.string()),
+                ("n_prompts", pa.int32()),
+            ]
+        ),
+    ),
+    "prompts": (
+        IGNORE,
+        pa.schema(
+            [
+                ("suite_fp", pa.string()),
+                ("idx", pa.int32()),
+                ("prompt_id", pa.string()),
+                ("text", pa.string()),
+                ("messages", pa.string()),
+                ("category", pa.string()),
+            ]
+        ),
+    ),
+    "generation_configs": (IGNORE, pa.schema([("gen_key", pa.string()), ("config", pa.string())])),
+    "checkpoints": (
+        REPLACE,
+        pa.schema(
+            [
+                ("run", pa.string()),
+                ("checkpoint", pa.string()),
+                ("step", pa.int64()),
+                ("method", pa.string()),
+                ("is_reference", pa.bool_()),
+                ("path", pa.string()),
+                ("kind", pa.string()),
+                ("base_model", pa.string()),
+                ("model_fp", pa.string()),
+                ("ref_fp", pa.string()),
+                ("suite_fp", pa.string()),
+                ("gen_key", pa.string()),
+                ("samples_per_prompt", pa.int32()),
+                ("proxy_scorer", pa.string()),
+                ("gold_scorer", pa.string()),
+                ("eval_id", pa.string()),
+                ("evaluated_at", pa.timestamp("us")),
+            ]
+        ),
+    ),
+    "samples": (
+        IGNORE,
+        pa.schema(
+            [
+                ("sample_id", pa.string()),
+                ("model_fp", pa.string()),
+                ("prompt_id", pa.string()),
+                ("gen_key", pa.string()),
+                ("sample_idx", pa.int32()),
+                ("prompt_token_ids", LIST_INT),
+                ("token_ids", LIST_INT),
+                ("response", pa.string()),
+                ("n_tokens", pa.int32()),
+                ("ended_eos", pa.bool_()),
+                ("prompt_truncated", pa.bool_()),
+                ("eval_id", pa.string()),
+            ]
+        ),
+    ),
+    "kl": (
+        IGNORE,
+        pa.schema(
+            [
+                ("sample_id", pa.string()),
+                ("ref_fp", pa.string()),
+                ("logp_policy", pa.float64()),
+                ("logp_ref", pa.float64()),
+                ("k1", pa.float64()),
+                ("k2", pa.float64()),
+                ("k3", pa.float64()),
+                ("kl_full", pa.float64()),
+                ("n_tokens", pa.int32()),
+            ]
+        ),
+    ),
+    "scorers": (
+        IGNORE,
+        pa.schema(
+            [
+                ("scorer_id", pa.string()),
+                ("name", pa.string()),
+                ("kind", pa.string()),
+                ("spec", pa.string()),
+                ("higher_is_better", pa.bool_()),
+            ]
+        ),
+    ),
+    "scores": (
+        IGNORE,
+        pa.schema([("sample_id", pa.string()), ("scorer_id", pa.string()), ("value", pa.float64())]),
+    ),
+    "features": (
+        REPLACE,
+        pa.schema(
+            [("sample_id", pa.string()), ("feature", pa.string()), ("version", pa.int32()), ("value", pa.float64())]
+        ),
+    ),
+    "training_logs": (
+        REPLACE,
+        pa.schema([("run", pa.string()), ("step", pa.int64()), ("metric", pa.string()), ("value", pa.float64())]),
+    ),
+    "file_hashes": (
+        REPLACE,
+        pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("sha256", pa.string())]),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The recorded migrations shipped with the package, in order."""
+    found = []
+    for entry in resources.files("rlhf_eval.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, rest = entry.name.partition("_")
+            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text(encoding="utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+SCHEMA_VERSION = max(m.version for m in migrations())
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+def connect(path: Path, *, read_only: bool, timeout: float = 60.0) -> duckdb.DuckDBPyConnection:
+    """Open the database, retrying while another process holds a conflicting lock.
+
+    A file that is not a DuckDB database is reported, never overwritten or recreated.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if is_lock_error(exc) and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
+            if is_lock_error(exc):
+                raise StoreError(
+                    f"{path}: the database stayed locked by another process for {timeout:.0f} s; "
+                    "wait for it to finish and try again"
+                ) from None
+            first = str(exc).splitlines()[0][:200]
+            raise StoreError(
+                f"{path}: cannot open the database ({first}); if the file is damaged, move it aside "
+                "and pass --db with a new path (nothing was changed)"
+            ) from None
+
+
+class Store:
+    """The single writer of a database file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.staging = self.path.with_name(self.path.name + ".staging")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_handle: Any = None
+        self._pending = 0
+        self._last_flush = time.monotonic()
+
+    # -- exclusive writer -------------------------------------------------------------------
+    @contextmanager
+    def writer(self) -> Iterator[Store]:
+        """Hold the writer lock for the duration of an evaluation; fail fast if taken."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.lock_path.open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreError(
+                f"{self.path}: another evaluation (pid {holder}) is writing to this database; "
+                "wait for it to finish, or pass --db with another file"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+        try:
+            self.migrate()
+            self.flush()
+            yield self
+            self.flush()
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+            self._lock_handle = None
+
+    def migrate(self) -> int:
+        """Apply pending migrations, each in its own transaction; returns the schema version."""
+        con = connect(self.path, read_only=False)
+        try:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+            )
+            done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+            for migration in migrations():
+                if migration.version in done:
+                    continue
+                con.execute("BEGIN TRANSACTION")
+                con.execute(migration.sql)
+                con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [migration.version, migration.name])
+                con.execute("COMMIT")
+            return SCHEMA_VERSION
+        finally:
+            con.close()
+
+    # -- staged writes ----------------------------------------------------------------------
+    def stage(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Write rows as one Parquet shard (atomically) for the next flush."""
+        if not rows:
+            return
+        _, schema = TABLES[table]
+        data = pa.Table.from_pylist(list(rows), schema=schema)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{table}.parquet"
+        tmp = self.staging / (name + ".tmp")
+        pq.write_table(data, tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        tmp.rename(self.staging / name)
+        self._pending += 1
+
+    def pending_shards(self) -> list[Path]:
+        if not self.staging.is_dir():
+            return []
+        for leftover in self.staging.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)  # a shard that was never completed: its batch reruns
+        return sorted(self.staging.glob("*.parquet"))
+
+    def flush(self) -> int:
+        """Ingest all pending shards in one transaction; returns the number of shards."""
+        shards = self.pending_shards()
+        if not shards:
+            return 0
+        con = connect(self.path, read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            for index, shard in enumerate(shards):
+                table = shard.stem.rsplit("-", 1)[-1]
+                mode, schema = TABLES[table]
+                data = pq.read_table(shard, schema=schema)
+                key = _primary_key(table)
+                view = f"shard_{index}"
+                con.register(view, data)
+                dedup = f"SELECT * FROM {view} QUALIFY row_number() OVER (PARTITION BY {key}) = 1"
+                if mode == REPLACE:
+                    dedup = (
+                        f"SELECT * EXCLUDE (_row) FROM (SELECT *, row_number() OVER () AS _row FROM {view}) "
+                        f"QUALIFY _row = max(_row) OVER (PARTITION BY {key})"
+                    )
+                con.execute(f"INSERT OR {mode} INTO {table} BY NAME {dedup}")
+                con.unregister(view)
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: writing rows failed ({str(exc).splitlines()[0][:200]})") from None
+        finally:
+            con.close()
+        for shard in shards:
+            shard.unlink(missing_ok=True)
+        self._pending = 0
+        self._last_flush = time.monotonic()
+        return len(shards)
+
+    def maybe_flush(self, every: float = 5.0) -> None:
+        """Flush when shards are pending and ``every`` seconds passed since the last flush."""
+        if self._pending and time.monotonic() - self._last_flush >= every:
+            self.flush()
+
+    # -- reads by the writer ----------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A short read on the writer's side (the writer lock is held, so no other writer)."""
+        con = connect(self.path, read_only=False)
+        try:
+            return con.execute(sql, list(params)).fetchall()
+        finally:
+            con.close()
+
+
+_KEYS = {
+    "evaluations": ("eval_id",),
+    "suites": ("suite_fp",),
+    "prompts": ("suite_fp", "idx"),
+    "generation_configs": ("gen_key",),
+    "checkpoints": ("run", "checkpoint"),
+    "samples": ("sample_id",),
+    "kl": ("sample_id", "ref_fp"),
+    "scorers": ("scorer_id",),
+    "scores": ("sample_id", "scorer_id"),
+    "features": ("sample_id", "feature"),
+    "training_logs": ("run", "step", "metric"),
+    "file_hashes": ("path",),
+}
+
+
+def _primary_key(table: str) -> str:
+    return ", ".join(_KEYS[table])

@@ -1,0 +1,99 @@
+"""The store: migrations, staged writes, idempotent ingestion, the writer lock, bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from rlhf_eval.errors import StoreError
+from rlhf_eval.query import checkpoint_summary, fetch_dicts, read_connection
+from rlhf_eval.store import SCHEMA_VERSION, Store
+
+
+def score_rows(n: int, value: float = 1.0) -> list[dict]:
+    return [{"sample_id": f"s{i}", "scorer_id": "rm", "value": value + i} for i in range(n)]
+
+
+def test_migrations_create_tables_and_views_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb")
+    assert store.migrate() == SCHEMA_VERSION
+    assert store.migrate() == SCHEMA_VERSION  # second run applies nothing
+    versions = store.query("SELECT version FROM schema_migrations")
+    assert versions == [(1,)]
+    views = {r[0] for r in store.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")}
+    assert {"checkpoint_summary", "checkpoint_samples"} <= views
+
+
+def test_staged_rows_are_invisible_until_flush_and_ingested_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.stage("scores", score_rows(3))
+    assert store.query("SELECT count(*) FROM scores") == [(0,)]
+    assert store.flush() == 1
+    # the same content again (a shard replayed after a crash) adds nothing and changes nothing
+    store.stage("scores", score_rows(3, value=100.0))
+    store.flush()
+    assert store.query("SELECT sample_id, value FROM scores ORDER BY sample_id") == [
+        ("s0", 1.0),
+        ("s1", 2.0),
+        ("s2", 3.0),
+    ]
+    assert not list(store.staging.glob("*"))
+
+
+def test_descriptive_tables_keep_the_latest_row(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.stage("training_logs", [{"run": "r", "step": 1, "metric": "loss", "value": 2.0}])
+    store.stage("training_logs", [{"run": "r", "step": 1, "metric": "loss", "value": 1.5}])
+    store.flush()
+    assert store.query("SELECT value FROM training_logs") == [(1.5,)]
+
+
+def test_shards_left_by_a_killed_writer_are_ingested_by_the_next(tmp_path: Path) -> None:
+    first = Store(tmp_path / "db.duckdb")
+    first.migrate()
+    first.stage("scores", score_rows(2))
+    (first.staging / "00000000000000000001-dead-scores.parquet.tmp").write_bytes(b"half a shard")
+    second = Store(tmp_path / "db.duckdb")
+    with second.writer():
+        pass  # opening as writer migrates and flushes what was left
+    assert second.query("SELECT count(*) FROM scores") == [(2,)]
+    assert not list(second.staging.glob("*"))
+
+
+def test_a_second_writer_fails_with_a_clear_message(tmp_path: Path) -> None:
+    db = tmp_path / "db.duckdb"
+    with Store(db).writer():
+        with pytest.raises(StoreError, match=r"another evaluation \(pid \d+\) is writing to this database"):
+            with Store(db).writer():
+                pass
+    with Store(db).writer():  # released afterwards
+        pass
+
+
+def test_a_corrupted_database_is_reported_and_left_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "db.duckdb"
+    db.write_bytes(b"this is not a database" * 100)
+    before = db.read_bytes()
+    with pytest.raises(StoreError, match=r"db\.duckdb: cannot open the database .*move it aside"):
+        with Store(db).writer():
+            pass
+    with pytest.raises(StoreError, match="cannot open the database"):
+        checkpoint_summary(db)
+    assert db.read_bytes() == before
+
+
+def test_readers_open_read_only(tmp_path: Path) -> None:
+    db = tmp_path / "db.duckdb"
+    Store(db).migrate()
+    with read_connection(db) as con, pytest.raises(duckdb.Error, match="read-only"):
+        con.execute("CREATE TABLE x (a INTEGER)")
+    assert fetch_dicts(db, "SELECT count(*) AS n FROM samples WHERE sample_id = ?", ["x' OR 1=1 --"]) == [{"n": 0}]
+
+
+def test_missing_database_says_how_to_fill_it(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"no database yet; fill it with `rlhf-eval eval"):
+        checkpoint_summary(tmp_path / "none.duckdb")
