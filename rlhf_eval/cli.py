@@ -106,7 +106,9 @@ def eval_command(
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N prompts (smoke runs).")] = None,
     db: Annotated[str, typer.Option("--db", help="DuckDB file.")] = "rlhf_eval.duckdb",
     as_json: Annotated[bool, typer.Option("--json", help="Print this run's checkpoint_summary rows as JSON.")] = False,
-    method: Annotated[str | None, typer.Option("--method", help="Override the inferred method (ppo, dpo, ...).")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="Override the inferred method (ppo, dpo, ...).")
+    ] = None,
     base: Annotated[str | None, typer.Option("--base", help="Base model of LoRA/PEFT adapters.")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Group plain model dirs into one run of this name.")] = None,
     ensemble: Annotated[str, typer.Option("--ensemble", help="mean | min | uwo[:lambda]")] = "mean",
@@ -184,7 +186,9 @@ def validate_command(
         print_json([asdict(r) for r in reports])
         return
     for path, report in zip(suites, reports, strict=True):
-        typer.echo(f"{path}: ok: {report.name} v{report.version}, {report.n_prompts} prompts, fingerprint {report.fingerprint}")
+        typer.echo(
+            f"{path}: ok: {report.name} v{report.version}, {report.n_prompts} prompts, fingerprint {report.fingerprint}"
+        )
         for warning in report.warnings:
             typer.echo(f"  warning: {warning}")
 

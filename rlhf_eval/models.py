@@ -180,6 +180,7 @@ def _from_pretrained(cls: Any, model_dir: Path, options: LoadOptions, weights: s
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # value-head tensors are reported as unexpected keys: expected here
     try:
         model = cls.from_pretrained(

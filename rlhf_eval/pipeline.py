@@ -224,9 +224,14 @@ class Evaluation:
         self.ref_dir = resolve_model_dir(config.ref, "--ref reference model")
         self.ref_spec = CheckpointSpec("", "reference", 0, self.ref_dir, "base", is_reference=True)
         validate_checkpoint(self.ref_spec, self.options)
+        self.ref_tokenizer = load_tokenizer(tokenizer_dirs(self.ref_spec), self.options, owner=self.ref_dir)
+        self.tokenizers: dict[Path, Any] = {}
         for run in self.runs:
             for checkpoint in run.checkpoints:
                 validate_checkpoint(checkpoint, self.options)
+                tokenizer = load_tokenizer(tokenizer_dirs(checkpoint), self.options, owner=checkpoint.path)
+                check_same_tokenizer(tokenizer, self.ref_tokenizer, checkpoint.path, self.ref_dir)
+                self.tokenizers[checkpoint.path] = tokenizer
         self.store = Store(config.db)
         self.eval_id = content_hash("eval", time.time_ns(), uuid.uuid4().hex)
         self.gen_key = content_hash("gen", asdict(self.params), self.seed, SAMPLER_VERSION)
@@ -235,7 +240,6 @@ class Evaluation:
         self.scorers: dict[str, Scorer] = {}
         self.member_values: dict[str, dict[str, float | None]] = {}
         self.ref_model: Any = None
-        self.ref_tokenizer: Any = None
         self.max_prompt_tokens = 0
         self.proxy_ids: list[str] = []
         self.gold_ids: list[str] = []
@@ -467,8 +471,7 @@ class Evaluation:
         plan = self.planned(unit.fingerprint)
         samples = self.existing_samples(unit.fingerprint)
         policy: Any = None
-        tokenizer = load_tokenizer(unit.tokenizer_dirs, self.options, owner=unit.spec.path)
-        check_same_tokenizer(tokenizer, self.ref_tokenizer, unit.spec.path, self.ref_dir)
+        tokenizer = self.ref_tokenizer if unit.fingerprint == ref_fp else self.tokenizers[unit.spec.path]
 
         def get_policy() -> Any:
             nonlocal policy
@@ -485,7 +488,7 @@ class Evaluation:
             self.generate(unit, plan, samples, get_policy(), tokenizer)
         self.compute_kl(unit, plan, samples, get_policy, tokenizer, ref_fp)
         self.compute_scores(unit, plan, samples)
-        self.compute_features(plan, samples)
+        self.compute_features(unit, plan, samples)
         self.store.flush()
         del policy
         gc.collect()
@@ -620,7 +623,6 @@ class Evaluation:
     def compute_scores(
         self, unit: ModelUnit, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
     ) -> None:
-        ids = [p.sample_id for p in plan]
         for scorer_id, scorer in self.scorers.items():
             known = self.member_values.setdefault(scorer_id, {})
             rows = self.store.query(
@@ -651,17 +653,18 @@ class Evaluation:
                 self.stats.rm_inputs_truncated += truncated
                 self.warn(f"{scorer.name}: {truncated} inputs were longer than its context and kept their last tokens")
                 scorer.score_fn.truncated = 0  # type: ignore[attr-defined]
-        del ids
 
-    def compute_features(self, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]) -> None:
+    def compute_features(
+        self, unit: ModelUnit, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
+    ) -> None:
         from rlhf_eval.detectors import REGISTRY, run_detectors
 
         current = {(d.name, d.version) for d in REGISTRY.values()}
         have: dict[str, set[tuple[str, int]]] = {}
         for sid, feature, version in self.store.query(
             "SELECT f.sample_id, f.feature, f.version FROM features f JOIN samples s USING (sample_id) "
-            "WHERE s.model_fp = (SELECT model_fp FROM samples WHERE sample_id = ?) AND s.gen_key = ?",
-            [plan[0].sample_id, self.gen_key],
+            "WHERE s.model_fp = ? AND s.gen_key = ?",
+            [unit.fingerprint, self.gen_key],
         ):
             have.setdefault(sid, set()).add((feature, version))
         todo = [p for p in plan if not current <= have.get(p.sample_id, set())]
@@ -717,7 +720,6 @@ class Evaluation:
             ref_fp = model_fingerprint(self.ref_spec, self.hash_cache)
             units = self.model_units(ref_fp)
             self.save_hash_cache()
-            self.ref_tokenizer = load_tokenizer(tokenizer_dirs(self.ref_spec), self.options, owner=self.ref_dir)
             self.max_prompt_tokens = self.prompt_budget(units)
             if not self.params.is_raw:
                 self.warn(

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -248,7 +249,7 @@ def load_callable(target: str) -> Callable[..., Any]:
     function = getattr(module, attr, None)
     if function is None or not callable(function):
         raise UserInputError(f"{target}: '{attr}' is not a callable in {location}; check the function name")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def callable_fingerprint(function: Callable[..., Any], kwargs: dict[str, Any]) -> str:
@@ -289,6 +290,9 @@ def build_scorer(text: str, options: LoadOptions, hash_cache: dict[FileStat, str
     if not config:
         raise UserInputError(f"{model_dir}: no config.json; a reward model is a save_pretrained sequence classifier")
     label = kwargs.get("label")
+    id2label = config.get("id2label") or {}
+    num_labels = len(id2label) if id2label else int(config.get("num_labels", 2))
+    resolve_label(model_dir, SimpleNamespace(num_labels=num_labels, id2label=id2label), label)  # fail before work
     scorer = RewardModelScorer(model_dir, label, options)
     fp = fingerprint_files(model_files(model_dir), hash_cache, extra=("label", label))
     return Scorer(f"rm-{fp}", spec.raw, "reward_model", {"path": str(model_dir), "label": label}, scorer)
@@ -346,7 +350,7 @@ def aggregate(
         if any(v is None for v in row):
             out.append(None)
             continue
-        z = [(float(v) - m) / s for v, (m, s) in zip(row, stats, strict=True)]  # type: ignore[arg-type]
+        z = [(float(v) - m) / s for v, (m, s) in zip(row, stats, strict=True)]
         mean = sum(z) / len(z)
         if mode.mode == "mean":
             out.append(mean)

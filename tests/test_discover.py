@@ -31,11 +31,17 @@ def test_trainer_run_dir_gives_steps_logs_and_method(tmp_path: Path) -> None:
     run = tmp_path / "my-ppo"
     for step in (10, 20, 5):
         fake_model(run / f"checkpoint-{step}")
-        trainer_state(run / f"checkpoint-{step}", step, [{"step": s, "objective/kl": s / 10} for s in range(5, step + 1, 5)])
+        trainer_state(
+            run / f"checkpoint-{step}", step, [{"step": s, "objective/kl": s / 10} for s in range(5, step + 1, 5)]
+        )
     (run / "checkpoint-30").mkdir()  # half-written: no weights yet -> not a checkpoint
     (runs,) = discover([str(run)])
     assert runs.name == "my-ppo" and runs.method == "ppo"
-    assert [(c.checkpoint, c.step) for c in runs.checkpoints] == [("checkpoint-5", 5), ("checkpoint-10", 10), ("checkpoint-20", 20)]
+    assert [(c.checkpoint, c.step) for c in runs.checkpoints] == [
+        ("checkpoint-5", 5),
+        ("checkpoint-10", 10),
+        ("checkpoint-20", 20),
+    ]
     assert TrainingLog(20, "objective/kl", 2.0) in runs.training_logs
     assert len({(log.step, log.metric) for log in runs.training_logs}) == len(runs.training_logs)
 

@@ -90,7 +90,9 @@ def test_label_resolution() -> None:
     two = SimpleNamespace(num_labels=2, id2label={0: "negative", 1: "positive"})
     assert resolve_label(Path("rm"), SimpleNamespace(num_labels=1, id2label={}), None) == 0
     assert resolve_label(Path("rm"), two, "positive") == 1
-    with pytest.raises(UserInputError, match=r"2 labels \(negative, positive\) and none was chosen; .*rm@label=positive"):
+    with pytest.raises(
+        UserInputError, match=r"2 labels \(negative, positive\) and none was chosen; .*rm@label=positive"
+    ):
         resolve_label(Path("rm"), two, None)
     with pytest.raises(UserInputError, match="no label 'neutral'"):
         resolve_label(Path("rm"), two, "neutral")

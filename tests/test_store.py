@@ -66,10 +66,12 @@ def test_shards_left_by_a_killed_writer_are_ingested_by_the_next(tmp_path: Path)
 
 def test_a_second_writer_fails_with_a_clear_message(tmp_path: Path) -> None:
     db = tmp_path / "db.duckdb"
-    with Store(db).writer():
-        with pytest.raises(StoreError, match=r"another evaluation \(pid \d+\) is writing to this database"):
-            with Store(db).writer():
-                pass
+    with (
+        Store(db).writer(),
+        pytest.raises(StoreError, match=r"another evaluation \(pid \d+\) is writing to this database"),
+        Store(db).writer(),
+    ):
+        pass
     with Store(db).writer():  # released afterwards
         pass
 
@@ -78,9 +80,8 @@ def test_a_corrupted_database_is_reported_and_left_untouched(tmp_path: Path) -> 
     db = tmp_path / "db.duckdb"
     db.write_bytes(b"this is not a database" * 100)
     before = db.read_bytes()
-    with pytest.raises(StoreError, match=r"db\.duckdb: cannot open the database .*move it aside"):
-        with Store(db).writer():
-            pass
+    with pytest.raises(StoreError, match=r"db\.duckdb: cannot open the database .*move it aside"), Store(db).writer():
+        pass
     with pytest.raises(StoreError, match="cannot open the database"):
         checkpoint_summary(db)
     assert db.read_bytes() == before
