@@ -161,7 +161,8 @@ def eval_command(
     typer.echo(
         f"evaluated {len(result.summary)} checkpoints in {len(result.runs)} runs: generated "
         f"{stats.samples_generated} samples, {stats.kl_computed} KL, {stats.scores_computed} scores, "
-        f"{stats.features_computed} feature rows; {stats.null_scores} NaN/inf scores stored as NULL -> {db}",
+        f"{stats.features_computed} feature rows; {stats.null_scores} NaN/inf scores stored as NULL; "
+        f"waited {stats.lock_wait_seconds:.2f} s for readers -> {db}",
         err=True,
     )
     if as_json:

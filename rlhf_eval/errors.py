@@ -22,6 +22,10 @@ class StoreError(RlhfEvalError):
     """The database cannot be opened or written (lock held, corrupted file)."""
 
 
+class DatabaseLocked(StoreError):
+    """Another process held the database's lock for longer than we were willing to wait."""
+
+
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """A ' Did you mean: X?' suffix when a close match exists, else ''.
 

@@ -216,9 +216,13 @@ def load_causal_lm(model_dir: Path, options: LoadOptions, *, adapter_base: Path 
     base = _from_pretrained(AutoModelForCausalLM, adapter_base, options, check_weights(adapter_base, options))
     weights = check_weights(model_dir, options, adapter=True)
     try:
+        import warnings
+
         from peft import PeftModel
 
-        peft_model = PeftModel.from_pretrained(base, str(model_dir), use_safetensors=weights == "safetensors")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecation notices of transformers' API
+            peft_model = PeftModel.from_pretrained(base, str(model_dir), use_safetensors=weights == "safetensors")
     except Exception as exc:
         raise UserInputError(
             f"{model_dir}: could not apply the LoRA/PEFT adapter to {adapter_base} "

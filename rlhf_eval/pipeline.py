@@ -93,6 +93,7 @@ class WorkStats:
     prompts_truncated: int = 0
     null_scores: int = 0
     rm_inputs_truncated: int = 0
+    lock_wait_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
 
@@ -489,7 +490,7 @@ class Evaluation:
         self.compute_kl(unit, plan, samples, get_policy, tokenizer, ref_fp)
         self.compute_scores(unit, plan, samples)
         self.compute_features(unit, plan, samples)
-        self.store.flush()
+        self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
         del policy
         gc.collect()
 
@@ -735,6 +736,7 @@ class Evaluation:
             self.store.flush()
             names = [run.name for run in self.runs]
             summary = self.summary(names)
+        self.stats.lock_wait_seconds = self.store.lock_wait_seconds
         return EvalResult(self.eval_id, tuple(names), summary, self.stats)
 
     def prompt_budget(self, units: Sequence[ModelUnit]) -> int:

@@ -32,8 +32,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf_eval.errors import StoreError
+from rlhf_eval.errors import DatabaseLocked, StoreError
 
+MAX_DEFER = 3.0  # seconds rows may stay staged while readers keep the database busy
 IGNORE = "IGNORE"  # content-addressed: the first write of a key is the only one
 REPLACE = "REPLACE"  # descriptive: the latest write wins
 
@@ -198,10 +199,13 @@ def is_lock_error(exc: BaseException) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-def connect(path: Path, *, read_only: bool, timeout: float = 60.0) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path, *, read_only: bool, timeout: float = 60.0, waited: list[float] | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open the database, retrying while another process holds a conflicting lock.
 
-    A file that is not a DuckDB database is reported, never overwritten or recreated.
+    Seconds spent waiting for the lock are appended to ``waited`` when given. A file that is not
+    a DuckDB database is reported, never overwritten or recreated.
     """
     deadline = time.monotonic() + timeout
     delay = 0.005
@@ -210,11 +214,13 @@ def connect(path: Path, *, read_only: bool, timeout: float = 60.0) -> duckdb.Duc
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             if is_lock_error(exc) and time.monotonic() < deadline:
+                if waited is not None:
+                    waited.append(delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
                 continue
             if is_lock_error(exc):
-                raise StoreError(
+                raise DatabaseLocked(
                     f"{path}: the database stayed locked by another process for {timeout:.0f} s; "
                     "wait for it to finish and try again"
                 ) from None
@@ -235,6 +241,11 @@ class Store:
         self._lock_handle: Any = None
         self._pending = 0
         self._last_flush = time.monotonic()
+        self.lock_waits: list[float] = []  # seconds this writer waited for readers to close
+
+    @property
+    def lock_wait_seconds(self) -> float:
+        return sum(self.lock_waits)
 
     # -- exclusive writer -------------------------------------------------------------------
     @contextmanager
@@ -269,7 +280,7 @@ class Store:
 
     def migrate(self) -> int:
         """Apply pending migrations, each in its own transaction; returns the schema version."""
-        con = connect(self.path, read_only=False)
+        con = connect(self.path, read_only=False, waited=self.lock_waits)
         try:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -310,12 +321,25 @@ class Store:
             leftover.unlink(missing_ok=True)  # a shard that was never completed: its batch reruns
         return sorted(self.staging.glob("*.parquet"))
 
-    def flush(self) -> int:
-        """Ingest all pending shards in one transaction; returns the number of shards."""
+    def flush(self, *, wait: bool = True) -> int:
+        """Ingest all pending shards in one transaction; returns the number of shards.
+
+        With ``wait=False`` a flush that would have to wait for a reader is put off (the shards
+        stay pending for the next one), so readers do not hold up the evaluation; once rows have
+        been pending for ``MAX_DEFER`` seconds the flush waits (for one reader's query at most),
+        so that readers still see new checkpoints land while a busy dashboard polls.
+        """
         shards = self.pending_shards()
         if not shards:
             return 0
-        con = connect(self.path, read_only=False)
+        if time.monotonic() - self._last_flush >= MAX_DEFER:
+            wait = True
+        try:
+            con = connect(self.path, read_only=False, timeout=60.0 if wait else 0.0, waited=self.lock_waits)
+        except DatabaseLocked:
+            if wait:
+                raise
+            return 0
         try:
             con.execute("BEGIN TRANSACTION")
             for index, shard in enumerate(shards):
@@ -347,12 +371,12 @@ class Store:
     def maybe_flush(self, every: float = 5.0) -> None:
         """Flush when shards are pending and ``every`` seconds passed since the last flush."""
         if self._pending and time.monotonic() - self._last_flush >= every:
-            self.flush()
+            self.flush(wait=False)
 
     # -- reads by the writer ----------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A short read on the writer's side (the writer lock is held, so no other writer)."""
-        con = connect(self.path, read_only=False)
+        con = connect(self.path, read_only=False, waited=self.lock_waits)
         try:
             return con.execute(sql, list(params)).fetchall()
         finally:

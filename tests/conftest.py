@@ -174,3 +174,66 @@ def tiny_vocab_policy(tiny_models_root: Path, tiny_vocab_ref: Path) -> Path:
     """The tiny-vocabulary reference fine-tuned towards "a" and short answers."""
     texts = ["a a b", "a b", "a a", "b a a", "a"]
     return tiny.finetune_causal_lm(tiny_vocab_ref, tiny_models_root / "tiny_vocab_policy", texts, steps=30)
+
+
+TRL_PROMPTS = ["explain why the sky is blue", "list three good ideas", "the cat sat", "a dog runs"]
+
+
+@pytest.fixture(scope="session")
+def trl_dpo_lora_run(tmp_path_factory: pytest.TempPathFactory, gpt2_ref: Path) -> Path:
+    """A real TRL ``DPOTrainer`` run with a PEFT LoRA adapter: adapter ``checkpoint-2/``,
+    ``checkpoint-4/`` and the final adapter at the root, as TRL writes them (CPU, fp32)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    out = tmp_path_factory.mktemp("trl") / "dpo-lora"
+    rows = [
+        {"prompt": "explain why the sky is blue", "chosen": " because of light", "rejected": " the cat sat on a mat"},
+        {"prompt": "list three good ideas", "chosen": " one two three", "rejected": " no no no"},
+    ] * 8
+    config = DPOConfig(
+        output_dir=str(out), per_device_train_batch_size=4, max_steps=4, save_steps=2, logging_steps=1,
+        bf16=False, use_cpu=True, report_to=[], learning_rate=5e-2, beta=0.1, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(gpt2_ref)),
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(str(gpt2_ref)),
+        peft_config=LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM"),
+    )
+    with tiny.training.one_thread(), tiny.training.quiet_transformers():
+        trainer.train()
+    trainer.save_model(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trl_grpo_run(tmp_path_factory: pytest.TempPathFactory, gpt2_ref: Path) -> Path:
+    """A real TRL ``GRPOTrainer`` run with a KL penalty (beta > 0), full-model checkpoints."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    def reward_length(completions: list[str], **_: object) -> list[float]:
+        return [float(len(c.split())) for c in completions]
+
+    out = tmp_path_factory.mktemp("trl") / "grpo"
+    config = GRPOConfig(
+        output_dir=str(out), per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
+        max_steps=4, save_steps=2, logging_steps=1, bf16=False, use_cpu=True, report_to=[],
+        learning_rate=1e-2, beta=0.1, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(gpt2_ref)),
+        reward_funcs=reward_length,
+        args=config,
+        train_dataset=Dataset.from_list([{"prompt": p} for p in TRL_PROMPTS * 2]),
+        processing_class=AutoTokenizer.from_pretrained(str(gpt2_ref)),
+    )
+    with tiny.training.one_thread(), tiny.training.quiet_transformers():
+        trainer.train()
+    trainer.save_model(str(out))
+    return out

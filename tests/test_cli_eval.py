@@ -366,3 +366,29 @@ def test_llama_lora_policy_on_chat_messages_uses_the_template(
         "user : explain why the sky is blue assistant :",
         "user : list three good ideas assistant :",
     }
+
+
+def test_real_trl_dpo_lora_and_grpo_runs(
+    tmp_path: Path, suite_file: Path, gold_file: Path, gpt2_ref: Path, trl_dpo_lora_run: Path, trl_grpo_run: Path,
+    reward_model_dir: Path,
+) -> None:  # fmt: skip
+    db = tmp_path / "trl.duckdb"
+    args = base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file)
+    code, out, err = run_cli("eval", str(trl_dpo_lora_run), str(trl_grpo_run), *args, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    seen = {(r["run"], r["checkpoint"], r["step"], r["method"], r["kind"]) for r in rows}
+    # the final save at each run's root equals checkpoint-4 and is evaluated once
+    assert seen == {
+        ("dpo-lora", "reference", 0, "base", "model"),
+        ("dpo-lora", "checkpoint-2", 2, "dpo", "adapter"),
+        ("dpo-lora", "checkpoint-4", 4, "dpo", "adapter"),
+        ("grpo", "reference", 0, "base", "model"),
+        ("grpo", "checkpoint-2", 2, "grpo", "model"),
+        ("grpo", "checkpoint-4", 4, "grpo", "model"),
+    }
+    assert all(r["n_samples"] == 24 for r in rows)
+    assert all(r["kl"] > 0 for r in rows if r["run"] == "grpo" and r["step"] > 0)
+    metrics = dict(table_rows(db, "SELECT run, list(DISTINCT metric) FROM training_logs GROUP BY run"))
+    assert {"rewards/chosen", "rewards/margins"} <= set(metrics["dpo-lora"])
+    assert {"kl", "reward", "completions/mean_length"} <= set(metrics["grpo"])
