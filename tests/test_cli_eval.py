@@ -392,3 +392,19 @@ def test_real_trl_dpo_lora_and_grpo_runs(
     metrics = dict(table_rows(db, "SELECT run, list(DISTINCT metric) FROM training_logs GROUP BY run"))
     assert {"rewards/chosen", "rewards/margins"} <= set(metrics["dpo-lora"])
     assert {"kl", "reward", "completions/mean_length"} <= set(metrics["grpo"])
+
+
+def test_changed_sampling_is_announced_and_keyed_separately(
+    tmp_path: Path, suite_file: Path, gold_file: Path, gpt2_ref: Path, gpt2_variant_a: Path, reward_model_dir: Path
+) -> None:
+    db = tmp_path / "temp.duckdb"
+    args = base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file)
+    assert run_cli("eval", str(gpt2_variant_a), *args)[0] == 0
+    code, out, err = run_cli("eval", str(gpt2_variant_a), *args, "--temperature", "0.7", "--top-k", "5", "--json")
+    assert code == 0, err
+    assert "KL is measured for this processed distribution" in err
+    # new samples under a new generation key; the reference's KL is no longer 0 (processed vs raw)
+    assert "generated 48 samples" in err
+    reference = next(r for r in json.loads(out) if r["checkpoint"] == "reference")
+    assert reference["kl"] > 0
+    assert table_rows(db, "SELECT count(DISTINCT gen_key) FROM samples")[0][0] == 2
