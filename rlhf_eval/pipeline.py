@@ -11,7 +11,6 @@ ends with exactly the rows of an uninterrupted run.
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
 import uuid
@@ -21,19 +20,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rlhf_eval import rows
 from rlhf_eval.discover import CheckpointSpec, RunSpec, discover
 from rlhf_eval.errors import UserInputError
-from rlhf_eval.fingerprint import FileStat, fingerprint_files, model_files
+from rlhf_eval.fingerprint import FileStat
 from rlhf_eval.models import (
     LoadOptions,
-    check_config,
     check_same_tokenizer,
-    check_weights,
-    has_tokenizer,
     inference_device,
     load_causal_lm,
     load_tokenizer,
-    read_json,
     resolve_model_dir,
 )
 from rlhf_eval.records import Prompt, Suite, content_hash
@@ -48,6 +44,14 @@ from rlhf_eval.rewards import (
 )
 from rlhf_eval.sampling import SamplingParams, sample_seed
 from rlhf_eval.store import SCHEMA_VERSION, Store
+from rlhf_eval.units import (
+    ModelUnit,
+    context_length_of,
+    group_units,
+    model_fingerprint,
+    tokenizer_dirs,
+    validate_checkpoint,
+)
 
 SAMPLER_VERSION = "inverse-cdf-v1"
 SCORE_CHUNK = 256
@@ -105,21 +109,6 @@ class EvalResult:
     stats: WorkStats
 
 
-@dataclass
-class ModelUnit:
-    """One distinct set of weights to sample (several checkpoints may share it)."""
-
-    fingerprint: str
-    spec: CheckpointSpec
-    tokenizer_dirs: list[Path]
-    checkpoints: list[CheckpointSpec] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        first = self.checkpoints[0] if self.checkpoints else self.spec
-        return f"{first.run}/{first.checkpoint}"
-
-
 @dataclass(frozen=True)
 class PlannedSample:
     sample_id: str
@@ -160,50 +149,6 @@ def sampling_params(config: EvalConfig, suite: Suite) -> tuple[SamplingParams, i
     if params.top_k < 0:
         raise UserInputError(f"--top-k {params.top_k}: must be >= 0 (0 = off)")
     return params, samples, gen.seed if config.seed is None else config.seed
-
-
-def context_from_config(model_dir: Path) -> int:
-    config = read_json(model_dir / "config.json")
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = config.get(name)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
-
-
-def tokenizer_dirs(spec: CheckpointSpec) -> list[Path]:
-    """Where a checkpoint's tokenizer may be: its dir, its run's root, an adapter's base."""
-    dirs = [spec.path]
-    if spec.path.name.startswith("checkpoint-"):
-        dirs.append(spec.path.parent)
-    if spec.base is not None:
-        dirs.append(spec.base)
-    return dirs
-
-
-def validate_checkpoint(spec: CheckpointSpec, options: LoadOptions) -> None:
-    """Every check that needs no weights loaded, so bad input fails before any model work."""
-    if spec.kind == "adapter":
-        assert spec.base is not None
-        check_config(spec.base, options)
-        check_weights(spec.base, options)
-        check_weights(spec.path, options, adapter=True)
-    else:
-        check_config(spec.path, options)
-        check_weights(spec.path, options)
-    if not any(has_tokenizer(d) for d in tokenizer_dirs(spec)):
-        raise UserInputError(
-            f"{spec.path}: no tokenizer found; save it next to the weights "
-            f"with tokenizer.save_pretrained('{spec.path}')"
-        )
-
-
-def model_fingerprint(spec: CheckpointSpec, cache: dict[FileStat, str]) -> str:
-    files = model_files(spec.path)
-    if spec.kind == "adapter":
-        assert spec.base is not None
-        return "lora-" + fingerprint_files(files, cache, extra=fingerprint_files(model_files(spec.base), cache))
-    return fingerprint_files(files, cache)
 
 
 class Evaluation:
@@ -275,175 +220,61 @@ class Evaluation:
         )
 
     def model_units(self, ref_fp: str) -> list[ModelUnit]:
-        units: dict[str, ModelUnit] = {ref_fp: ModelUnit(ref_fp, self.ref_spec, tokenizer_dirs(self.ref_spec), [])}
-        kept_runs = []
-        for run in self.runs:
-            seen: dict[tuple[str, int], str] = {}
-            checkpoints = []
-            for checkpoint in run.checkpoints:
-                fp = model_fingerprint(checkpoint, self.hash_cache)
-                if checkpoint.checkpoint == "final" and seen.get((fp, checkpoint.step)):
-                    continue  # the final save repeats the last checkpoint-N
-                seen[(fp, checkpoint.step)] = checkpoint.checkpoint
-                checkpoints.append((checkpoint, fp))
-            kept_runs.append(
-                RunSpec(run.name, run.path, run.method, tuple(c for c, _ in checkpoints), run.training_logs)
-            )
-            units[ref_fp].checkpoints.append(
-                CheckpointSpec(run.name, "reference", 0, self.ref_dir, "base", is_reference=True)
-            )
-            for checkpoint, fp in checkpoints:
-                unit = units.setdefault(fp, ModelUnit(fp, checkpoint, tokenizer_dirs(checkpoint)))
-                unit.checkpoints.append(checkpoint)
-        self.runs = kept_runs
-        return list(units.values())
+        units, self.runs = group_units(self.runs, self.ref_spec, ref_fp, self.hash_cache)
+        return units
 
     def stage_metadata(self, units: Sequence[ModelUnit], ref_fp: str) -> None:
-        from rlhf_eval.provenance import provenance
-
         now = datetime.now(timezone.utc).replace(tzinfo=None)
-        self.stage_evaluation("running", now, None)
+        self.started = now
+        self.stage_evaluation("running", None)
+        suites, prompts = rows.suite_rows(self.suite)
+        self.store.stage("suites", suites)
+        self.store.stage("prompts", prompts)
         self.store.stage(
-            "suites",
-            [
-                {
-                    "suite_fp": self.suite.fingerprint,
-                    "name": self.suite.name,
-                    "version": self.suite.version,
-                    "source": self.suite.source,
-                    "n_prompts": len(self.suite.prompts),
-                }
-            ],
+            "generation_configs", [rows.generation_config_row(self.gen_key, self.params, self.seed, SAMPLER_VERSION)]
         )
-        self.store.stage(
-            "prompts",
-            [
-                {
-                    "suite_fp": self.suite.fingerprint,
-                    "idx": p.index,
-                    "prompt_id": p.prompt_id,
-                    "text": p.display_text,
-                    "messages": json.dumps(p.messages_list) if p.messages is not None else None,
-                    "category": p.category,
-                }
-                for p in self.suite.prompts
-            ],
-        )
-        self.store.stage(
-            "generation_configs",
-            [
-                {
-                    "gen_key": self.gen_key,
-                    "config": json.dumps(
-                        {
-                            **asdict(self.params),
-                            "seed": self.seed,
-                            "sampler": SAMPLER_VERSION,
-                            "backend": "transformers",
-                        }
-                    ),
-                }
-            ],
-        )
-        self.store.stage(
-            "scorers",
-            [
-                {
-                    "scorer_id": s.scorer_id,
-                    "name": s.name,
-                    "kind": s.kind,
-                    "spec": json.dumps(s.spec, default=str),
-                    "higher_is_better": s.higher_is_better,
-                }
-                for s in self.scorers.values()
-            ],
-        )
+        self.store.stage("scorers", [rows.scorer_row(s) for s in self.scorers.values()])
         for role, members in (("proxy", self.proxy_ids), ("gold", self.gold_ids)):
             if len(members) > 1:
-                self.store.stage(
-                    "scorers",
-                    [
-                        {
-                            "scorer_id": self.role_scorer(members, ref_fp),
-                            "name": f"{role} ensemble ({self.ensemble_mode.mode})",
-                            "kind": "ensemble",
-                            "higher_is_better": True,
-                            "spec": json.dumps(
-                                {
-                                    "mode": self.ensemble_mode.mode,
-                                    "lambda": self.ensemble_mode.lam,
-                                    "members": members,
-                                    "normalized_on": "reference samples",
-                                }
-                            ),
-                        }
-                    ],
-                )
-        rows = []
-        for unit in units:
-            for c in unit.checkpoints:
-                rows.append(
-                    {
-                        "run": c.run,
-                        "checkpoint": c.checkpoint,
-                        "step": c.step,
-                        "method": c.method,
-                        "is_reference": c.is_reference,
-                        "path": str(c.path),
-                        "kind": c.kind,
-                        "base_model": str(c.base) if c.base else None,
-                        "model_fp": unit.fingerprint,
-                        "ref_fp": ref_fp,
-                        "suite_fp": self.suite.fingerprint,
-                        "gen_key": self.gen_key,
-                        "samples_per_prompt": self.samples_per_prompt,
-                        "proxy_scorer": self.role_scorer(self.proxy_ids, ref_fp),
-                        "gold_scorer": self.role_scorer(self.gold_ids, ref_fp),
-                        "eval_id": self.eval_id,
-                        "evaluated_at": now,
-                    }
-                )
-        self.store.stage("checkpoints", rows)
-        logs = [
-            {"run": run.name, "step": log.step, "metric": log.metric, "value": log.value}
-            for run in self.runs
-            for log in run.training_logs
-        ]
-        self.store.stage("training_logs", logs)
-        self.provenance = provenance()
+                scorer_id = self.role_scorer(members, ref_fp)
+                self.store.stage("scorers", [rows.ensemble_row(scorer_id, role, self.ensemble_mode, members)])
+        common = {
+            "ref_fp": ref_fp,
+            "suite_fp": self.suite.fingerprint,
+            "gen_key": self.gen_key,
+            "samples_per_prompt": self.samples_per_prompt,
+            "proxy_scorer": self.role_scorer(self.proxy_ids, ref_fp),
+            "gold_scorer": self.role_scorer(self.gold_ids, ref_fp),
+            "eval_id": self.eval_id,
+            "evaluated_at": now,
+        }
+        self.store.stage("checkpoints", rows.checkpoint_rows(units, common))
+        self.store.stage("training_logs", rows.training_log_rows(self.runs))
 
-    def stage_evaluation(self, status: str, started: datetime, finished: datetime | None) -> None:
+    def stage_evaluation(self, status: str, finished: datetime | None) -> None:
         from rlhf_eval.provenance import provenance
 
-        config = {
-            **asdict(self.config),
-            "resolved": {
-                "sampling": asdict(self.params),
-                "seed": self.seed,
-                "samples_per_prompt": self.samples_per_prompt,
-                "suite": self.suite.name,
-                "suite_version": self.suite.version,
-                "suite_fp": self.suite.fingerprint,
-                "gen_key": self.gen_key,
-            },
+        resolved = {
+            "sampling": asdict(self.params),
+            "seed": self.seed,
+            "samples_per_prompt": self.samples_per_prompt,
+            "suite": self.suite.name,
+            "suite_version": self.suite.version,
+            "suite_fp": self.suite.fingerprint,
+            "gen_key": self.gen_key,
         }
-        self.started = getattr(self, "started", started)
-        self.store.stage(
-            "evaluations",
-            [
-                {
-                    "eval_id": self.eval_id,
-                    "started_at": self.started,
-                    "finished_at": finished,
-                    "status": status,
-                    "command": " ".join(sys.argv),
-                    "config": json.dumps(config, default=str),
-                    "provenance": json.dumps(provenance(), default=str),
-                    "seed": self.seed,
-                    "schema_version": SCHEMA_VERSION,
-                }
-            ],
+        row = rows.evaluation_row(
+            self.eval_id,
+            started=self.started,
+            finished=finished,
+            status=status,
+            command=" ".join(sys.argv),
+            config={**asdict(self.config), "resolved": resolved},
+            provenance=provenance(),
+            seed=self.seed,
+            schema_version=SCHEMA_VERSION,
         )
+        self.store.stage("evaluations", [row])
 
     # -- per model ---------------------------------------------------------------------------
     def planned(self, model_fp: str) -> list[PlannedSample]:
@@ -454,11 +285,11 @@ class Evaluation:
         ]
 
     def existing_samples(self, model_fp: str) -> dict[str, dict[str, Any]]:
-        rows = self.store.query(
+        found = self.store.query(
             "SELECT sample_id, prompt_token_ids, token_ids, response FROM samples WHERE model_fp = ? AND gen_key = ?",
             [model_fp, self.gen_key],
         )
-        return {r[0]: {"prompt_token_ids": r[1], "token_ids": r[2], "response": r[3]} for r in rows}
+        return {r[0]: {"prompt_token_ids": r[1], "token_ids": r[2], "response": r[3]} for r in found}
 
     def existing_ids(self, sql: str, params: Sequence[Any]) -> set[str]:
         return {row[0] for row in self.store.query(sql, params)}
@@ -526,29 +357,14 @@ class Evaluation:
         for batch in progress(batches, len(batches), f"{unit.label} generate", self.config.progress):
             if all(r.sample_id in samples for r in batch):
                 continue
-            rows = []
+            fresh = []
             for out in backend.generate(batch):
-                if out.request.sample_id in samples:
-                    continue
-                request = out.request
-                row = {
-                    "sample_id": request.sample_id,
-                    "model_fp": unit.fingerprint,
-                    "prompt_id": request.encoded.prompt.prompt_id,
-                    "gen_key": self.gen_key,
-                    "sample_idx": request.sample_idx,
-                    "prompt_token_ids": list(request.encoded.token_ids),
-                    "token_ids": list(out.token_ids),
-                    "response": out.text,
-                    "n_tokens": out.n_tokens,
-                    "ended_eos": out.ended_eos,
-                    "prompt_truncated": request.encoded.truncated,
-                    "eval_id": self.eval_id,
-                }
-                rows.append(row)
-                samples[request.sample_id] = row
-            self.store.stage("samples", rows)
-            self.stats.samples_generated += len(rows)
+                if out.request.sample_id not in samples:
+                    row = rows.sample_row(out, unit.fingerprint, self.gen_key, self.eval_id)
+                    fresh.append(row)
+                    samples[out.request.sample_id] = row
+            self.store.stage("samples", fresh)
+            self.stats.samples_generated += len(fresh)
             self.store.maybe_flush()
 
     def compute_kl(
@@ -570,23 +386,13 @@ class Evaluation:
         if all(p.sample_id in done for p in plan):
             return
         if unit.fingerprint == ref_fp and self.params.is_raw:
-            rows = [
-                {
-                    "sample_id": p.sample_id,
-                    "ref_fp": ref_fp,
-                    "logp_policy": None,
-                    "logp_ref": None,
-                    "k1": 0.0,
-                    "k2": 0.0,
-                    "k3": 0.0,
-                    "kl_full": 0.0,
-                    "n_tokens": len(samples[p.sample_id]["token_ids"]),
-                }
+            zero = [
+                rows.zero_kl_row(p.sample_id, ref_fp, len(samples[p.sample_id]["token_ids"]))
                 for p in plan
                 if p.sample_id not in done
             ]
-            self.store.stage("kl", rows)  # KL of the reference from itself is exactly 0
-            self.stats.kl_computed += len(rows)
+            self.store.stage("kl", zero)
+            self.stats.kl_computed += len(zero)
             return
         policy = get_policy()
         self.load_reference()
@@ -602,23 +408,13 @@ class Evaluation:
         for batch in progress(batches, len(batches), f"{unit.label} KL", self.config.progress):
             if all(item.sample_id in done for item in batch):
                 continue
-            rows = [
-                {
-                    "sample_id": e.sample_id,
-                    "ref_fp": ref_fp,
-                    "logp_policy": e.logp_policy,
-                    "logp_ref": e.logp_ref,
-                    "k1": e.k1,
-                    "k2": e.k2,
-                    "k3": e.k3,
-                    "kl_full": e.full,
-                    "n_tokens": e.n_tokens,
-                }
+            estimates = [
+                rows.kl_row(e, ref_fp)
                 for e in estimate_kl(policy, self.ref_model, batch, self.params, pad)
                 if e.sample_id not in done
             ]
-            self.store.stage("kl", rows)
-            self.stats.kl_computed += len(rows)
+            self.store.stage("kl", estimates)
+            self.stats.kl_computed += len(estimates)
             self.store.maybe_flush()
 
     def compute_scores(
@@ -626,12 +422,12 @@ class Evaluation:
     ) -> None:
         for scorer_id, scorer in self.scorers.items():
             known = self.member_values.setdefault(scorer_id, {})
-            rows = self.store.query(
+            stored = self.store.query(
                 "SELECT s.sample_id, s.value FROM scores s JOIN samples m USING (sample_id) "
                 "WHERE s.scorer_id = ? AND m.model_fp = ? AND m.gen_key = ?",
                 [scorer_id, unit.fingerprint, self.gen_key],
             )
-            known.update({sid: value for sid, value in rows})
+            known.update({sid: value for sid, value in stored})
             chunks = [plan[i : i + SCORE_CHUNK] for i in range(0, len(plan), SCORE_CHUNK)]
             for chunk in progress(
                 chunks, len(chunks), f"{unit.label} {scorer.kind} {scorer.name}", self.config.progress
@@ -672,12 +468,12 @@ class Evaluation:
         for start in range(0, len(todo), FEATURE_CHUNK):
             chunk = todo[start : start + FEATURE_CHUNK]
             values = run_detectors([samples[p.sample_id]["response"] for p in chunk])
-            rows = [
+            feature_rows = [
                 {"sample_id": p.sample_id, "feature": name, "version": REGISTRY[name].version, "value": values[name][i]}
                 for name in values
                 for i, p in enumerate(chunk)
             ]
-            self.store.stage("features", rows)
+            self.store.stage("features", feature_rows)
             self.stats.features_computed += len(chunk)
 
     def compute_ensembles(self, units: Sequence[ModelUnit], ref_fp: str) -> None:
@@ -732,7 +528,7 @@ class Evaluation:
             for unit in units:
                 self.evaluate_unit(unit, ref_fp)
             self.compute_ensembles(units, ref_fp)
-            self.stage_evaluation("completed", self.started, datetime.now(timezone.utc).replace(tzinfo=None))
+            self.stage_evaluation("completed", datetime.now(timezone.utc).replace(tzinfo=None))
             self.store.flush()
             names = [run.name for run in self.runs]
             summary = self.summary(names)
@@ -740,12 +536,7 @@ class Evaluation:
         return EvalResult(self.eval_id, tuple(names), summary, self.stats)
 
     def prompt_budget(self, units: Sequence[ModelUnit]) -> int:
-        context = min(
-            context_from_config(u.spec.base or u.spec.path)
-            if u.spec.kind == "adapter"
-            else context_from_config(u.spec.path)
-            for u in units
-        )
+        context = min(context_length_of(u.spec) for u in units)
         budget = context - self.params.max_new_tokens
         if budget < 1:
             raise UserInputError(

@@ -13,14 +13,9 @@ suite's fingerprint is the hash of its ordered prompt ids.
 from __future__ import annotations
 
 import difflib
-import json
 import math
-import reprlib
-import tempfile
-import warnings
-from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,18 +23,17 @@ from typing import Any
 import yaml
 
 from rlhf_eval.errors import UserInputError, did_you_mean
-from rlhf_eval.records import GenerationDefaults, Prompt, Suite, content_hash
+from rlhf_eval.records import GenerationDefaults, Suite, content_hash
+from rlhf_eval.suite_data import DATA_FORMATS as DATA_FORMATS
+from rlhf_eval.suite_data import ROLES as ROLES
+from rlhf_eval.suite_data import PromptSource, one_line, read_prompts, rows_phrase, show_value
 
 SUITE_KEYS = ("name", "version", "description", "source", "limit", "generation")
 REQUIRED_KEYS = ("name", "version", "source")
 SOURCE_KEYS = ("path", "dataset", "config", "split", "field", "messages_field", "id_field", "category_field")
 GENERATION_KEYS = tuple(f.name for f in fields(GenerationDefaults))
-DATA_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 YAML_SUFFIXES = (".yaml", ".yml")
-ROLES = ("system", "user", "assistant", "tool")
 FEW_PROMPTS = 20
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 50, 50
 
 _EXAMPLES = {"name": "name: my-suite", "version": 'version: "1.0"', "source": "source: {path: prompts.jsonl}"}
 # (minimum, whether the minimum itself is allowed) per generation setting; top_p also has max 1.
@@ -69,24 +63,10 @@ class SuiteReport:
 
 
 @dataclass(frozen=True)
-class _Source:
-    path: Path | None  # resolved data file
-    dataset: str | None  # hub id, or a resolved local folder
-    config: str | None = None
-    split: str = "train"
-    field: str | None = None  # None: "prompt", or "messages" for a bare file without "prompt"
-    messages_field: str | None = None
-    id_field: str | None = None
-    category_field: str | None = None
-    where: str = ""  # how errors about the data name it
-    bare: bool = False  # a data file given directly, without a YAML
-
-
-@dataclass(frozen=True)
 class _Config:
     name: str
     version: str
-    source: _Source
+    source: PromptSource
     limit: int | None
     generation: GenerationDefaults
     warnings: tuple[str, ...] = ()
@@ -128,12 +108,10 @@ def validate_suite(path: str | Path) -> SuiteReport:
         notes.append(f"{uncategorized} prompts have no category")
     padded = [p.index + 1 for p in prompts if p.text is not None and p.text != p.text.strip()]
     if padded:
-        notes.append(f"{len(padded)} prompts start or end with whitespace ({_rows(padded)})")
-    not_user = [
-        p.index + 1 for p in prompts if p.messages is not None and dict(p.messages[-1])["role"] != "user"
-    ]
+        notes.append(f"{len(padded)} prompts start or end with whitespace ({rows_phrase(padded)})")
+    not_user = [p.index + 1 for p in prompts if p.messages is not None and dict(p.messages[-1])["role"] != "user"]
     if not_user:
-        notes.append(f"{len(not_user)} chats do not end with a user message ({_rows(not_user)})")
+        notes.append(f"{len(not_user)} chats do not end with a user message ({rows_phrase(not_user)})")
     n_chat = sum(p.messages is not None for p in prompts)
     return SuiteReport(
         name=suite.name,
@@ -177,17 +155,15 @@ def _load_checked(path: str | Path, limit: int | None) -> tuple[Suite, _Config, 
     if suffix in YAML_SUFFIXES:
         config = _parse_config(_read_yaml(file, shown), file, shown)
     elif suffix in DATA_FORMATS:
-        source = _Source(path=file.resolve(), dataset=None, where=shown, bare=True)
-        config = _Config(
-            name=file.stem, version="0", source=source, limit=None, generation=GenerationDefaults()
-        )
+        source = PromptSource(path=file.resolve(), dataset=None, where=shown, bare=True)
+        config = _Config(name=file.stem, version="0", source=source, limit=None, generation=GenerationDefaults())
     else:
         raise UserInputError(
             f"{shown}: unknown extension '{file.suffix}'. Pass a suite YAML (.yaml, .yml) or a data file "
             f"({', '.join(DATA_FORMATS)})."
         )
     limits = [n for n in (config.limit, limit) if n is not None]
-    prompts, n_rows = _read_prompts(config.source, min(limits) if limits else None)
+    prompts, n_rows = read_prompts(config.source, min(limits) if limits else None)
     src = config.source
     suite = Suite(
         name=config.name,
@@ -227,31 +203,26 @@ def _read_yaml(file: Path, shown: str) -> Any:
     except UnicodeDecodeError as exc:
         raise UserInputError(f"{shown}: not UTF-8 text (byte {exc.start}). Save the file as UTF-8.") from exc
     except OSError as exc:
-        raise UserInputError(
-            f"{shown}: cannot read the file ({exc.strerror}). Check its permissions."
-        ) from exc
+        raise UserInputError(f"{shown}: cannot read the file ({exc.strerror}). Check its permissions.") from exc
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except _DuplicateKey as exc:
-        key = _one_line(str(exc.key), 60)
+        key = one_line(str(exc.key), 60)
         raise UserInputError(
-            f"{shown}: invalid YAML at line {exc.line}: key '{key}' appears twice in one mapping. "
-            "Keep one of them."
+            f"{shown}: invalid YAML at line {exc.line}: key '{key}' appears twice in one mapping. Keep one of them."
         ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = ", ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
         raise UserInputError(
-            f"{shown}: invalid YAML{at}: {_one_line(problem)}. Fix the syntax there (indent with spaces; "
+            f"{shown}: invalid YAML{at}: {one_line(problem)}. Fix the syntax there (indent with spaces; "
             "quote values that contain ': ' or start with a special character)."
         ) from exc
     except RecursionError as exc:
         raise UserInputError(f"{shown}: invalid YAML: nested too deeply. Write a flat mapping.") from exc
     except Exception as exc:  # reader errors (control characters), bad timestamps, ...
-        raise UserInputError(
-            f"{shown}: invalid YAML: {_one_line(str(exc))}. Fix the value it names."
-        ) from exc
+        raise UserInputError(f"{shown}: invalid YAML: {one_line(str(exc))}. Fix the value it names.") from exc
 
 
 def _parse_config(raw: Any, file: Path, shown: str) -> _Config:
@@ -268,26 +239,24 @@ def _parse_config(raw: Any, file: Path, shown: str) -> _Config:
     name = raw["name"]
     if not isinstance(name, str) or not name.strip():
         raise UserInputError(
-            f"{shown}: name must be a non-empty string, got {_show(name)}. Write e.g. `name: my-suite`."
+            f"{shown}: name must be a non-empty string, got {show_value(name)}. Write e.g. `name: my-suite`."
         )
     version = raw["version"]
     notes: list[str] = []
     if isinstance(version, (int, float)) and not isinstance(version, bool) and _finite(version):
-        notes.append(
-            f'version {version} is written as a number; quote it (version: "{version}") to keep it exact'
-        )
+        notes.append(f'version {version} is written as a number; quote it (version: "{version}") to keep it exact')
         version = str(version)
     if not isinstance(version, str) or not version.strip():
         raise UserInputError(
-            f'{shown}: version must be a string, got {_show(version)}. Write e.g. `version: "1.0"`.'
+            f'{shown}: version must be a string, got {show_value(version)}. Write e.g. `version: "1.0"`.'
         )
     description = raw.get("description")
     if description is not None and not isinstance(description, str):
-        raise UserInputError(f"{shown}: description must be a string, got {_show(description)}. Quote it.")
+        raise UserInputError(f"{shown}: description must be a string, got {show_value(description)}. Quote it.")
     limit = raw.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UserInputError(
-            f"{shown}: limit must be an integer >= 1, got {_show(limit)}. Fix it or remove the key."
+            f"{shown}: limit must be an integer >= 1, got {show_value(limit)}. Fix it or remove the key."
         )
     return _Config(
         name=name,
@@ -299,11 +268,10 @@ def _parse_config(raw: Any, file: Path, shown: str) -> _Config:
     )
 
 
-def _parse_source(raw: Any, file: Path, shown: str) -> _Source:
+def _parse_source(raw: Any, file: Path, shown: str) -> PromptSource:
     if not isinstance(raw, Mapping):
         raise UserInputError(
-            f"{shown}: source must be a mapping, got {_show(raw)}. "
-            "Write e.g. `source: {path: prompts.jsonl}`."
+            f"{shown}: source must be a mapping, got {show_value(raw)}. Write e.g. `source: {{path: prompts.jsonl}}`."
         )
     _check_keys(raw, SOURCE_KEYS, "in source", shown)
     values: dict[str, str | None] = {}
@@ -311,7 +279,7 @@ def _parse_source(raw: Any, file: Path, shown: str) -> _Source:
         value = raw.get(key)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise UserInputError(
-                f"{shown}: source.{key} must be a non-empty string, got {_show(value)}. "
+                f"{shown}: source.{key} must be a non-empty string, got {show_value(value)}. "
                 "Write it as text (quote it if YAML reads it as a number) or remove the key."
             )
         values[key] = value
@@ -327,7 +295,7 @@ def _parse_source(raw: Any, file: Path, shown: str) -> _Source:
             f"{shown}: source has both 'field' and 'messages_field'. Keep one: field for a text column, "
             "messages_field for a chat column."
         )
-    columns = _Source(
+    columns = PromptSource(
         path=None,
         dataset=None,
         field=values["field"],
@@ -340,8 +308,7 @@ def _parse_source(raw: Any, file: Path, shown: str) -> _Source:
         for key in ("config", "split"):
             if values[key] is not None:
                 raise UserInputError(
-                    f"{shown}: source.{key} applies only to source.dataset. "
-                    "Remove it (a data file has one split)."
+                    f"{shown}: source.{key} applies only to source.dataset. Remove it (a data file has one split)."
                 )
         data = folder / Path(path).expanduser()
         where = str(Path(shown).parent / Path(path).expanduser())
@@ -364,9 +331,7 @@ def _parse_source(raw: Any, file: Path, shown: str) -> _Source:
     if local.is_dir():
         resolved = str(local.resolve())
     elif local.exists():
-        raise UserInputError(
-            f"{shown}: source.dataset '{dataset}' is a file. Use source.path for a data file."
-        )
+        raise UserInputError(f"{shown}: source.dataset '{dataset}' is a file. Use source.path for a data file.")
     elif looks_local:
         raise UserInputError(
             f"{shown}: source.dataset '{dataset}' is not a folder (looked for {local}, relative to the "
@@ -383,7 +348,7 @@ def _parse_generation(raw: Any, shown: str) -> GenerationDefaults:
         return GenerationDefaults()
     if not isinstance(raw, Mapping):
         raise UserInputError(
-            f"{shown}: generation must be a mapping, got {_show(raw)}. "
+            f"{shown}: generation must be a mapping, got {show_value(raw)}. "
             "Write e.g. `generation: {max_new_tokens: 64}`."
         )
     _check_keys(raw, GENERATION_KEYS, "in generation", shown)
@@ -404,7 +369,7 @@ def _parse_generation(raw: Any, shown: str) -> GenerationDefaults:
         )
         if not ok:
             raise UserInputError(
-                f"{shown}: generation.{key} must be {expected}, got {_show(value)}. Fix the value."
+                f"{shown}: generation.{key} must be {expected}, got {show_value(value)}. Fix the value."
             )
         values[key] = value if integer else float(value)
     return GenerationDefaults(**values)
@@ -414,298 +379,9 @@ def _check_keys(raw: Mapping[Any, Any], allowed: tuple[str, ...], where: str, sh
     for key in raw:
         if key not in allowed:
             raise UserInputError(
-                f"{shown}: unknown key '{_one_line(str(key), 60)}' {where}.{did_you_mean(str(key), allowed)} "
+                f"{shown}: unknown key '{one_line(str(key), 60)}' {where}.{did_you_mean(str(key), allowed)} "
                 f"Allowed: {', '.join(allowed)}."
             )
-
-
-# -- the data ------------------------------------------------------------------------------------
-
-
-def _read_prompts(source: _Source, limit: int | None) -> tuple[list[Prompt], int]:
-    """The prompts of the first ``limit`` rows, checked; also the number of rows in the data."""
-    if source.path is not None:
-        _precheck_file(source.path, source.where)
-    dataset = _open(source)
-    n_rows = len(dataset)
-    if n_rows == 0:
-        raise UserInputError(f"{source.where}: the data has no rows, so the suite is empty. Add prompts.")
-    columns = list(dataset.column_names)
-    text_col, chat_col = _prompt_column(source, columns)
-    for key, column in (("id_field", source.id_field), ("category_field", source.category_field)):
-        if column is not None and column not in columns:
-            raise _missing_column(source, f"source.{key}", column, columns)
-    # A bare data file uses its "id" and "category" columns when it has them.
-    id_col = source.id_field or ("id" if source.bare and "id" in columns else None)
-    category_col = source.category_field or ("category" if source.bare and "category" in columns else None)
-    n = n_rows if limit is None else min(limit, n_rows)
-    if n < n_rows:
-        dataset = dataset.select(range(n))
-    wanted = {c for c in (text_col, chat_col, id_col, category_col) if c is not None}
-    data = dataset.select_columns(sorted(wanted)).to_dict()
-    ids = _ids(data[id_col], id_col, source.where) if id_col is not None else None
-
-    prompts: list[Prompt] = []
-    first_row: dict[str, int] = {}
-    duplicates: dict[str, list[int]] = defaultdict(list)
-    for i in range(n):
-        label = f"row {i + 1}" + (f" (id '{ids[i]}')" if ids is not None else "")
-        if chat_col is not None:
-            text, messages = None, _messages(data[chat_col][i], label, chat_col, source.where)
-        else:
-            assert text_col is not None
-            text, messages = _text_or_chat(data[text_col][i], label, text_col, source.where)
-        prompt_id = content_hash(text) if messages is None else content_hash([dict(m) for m in messages])
-        if prompt_id in first_row:
-            duplicates[prompt_id].append(i + 1)
-        else:
-            first_row[prompt_id] = i + 1
-        category = data[category_col][i] if category_col is not None else None
-        category = None if _missing(category) or category == "" else str(category)
-        prompts.append(Prompt(prompt_id=prompt_id, index=i, text=text, messages=messages, category=category))
-    if duplicates:
-        groups = [[first_row[pid], *rows] for pid, rows in duplicates.items()]
-        shown = "; ".join(_rows(g) for g in groups[:3]) + (
-            f"; and {len(groups) - 3} more" if len(groups) > 3 else ""
-        )
-        raise UserInputError(f"{source.where}: duplicate prompts: {shown}. Remove the duplicate rows.")
-    return prompts, n_rows
-
-
-def _prompt_column(source: _Source, columns: list[str]) -> tuple[str | None, str | None]:
-    """(text column, chat column): exactly one is set."""
-    if source.messages_field is not None:
-        if source.messages_field not in columns:
-            raise _missing_column(source, "source.messages_field", source.messages_field, columns)
-        return None, source.messages_field
-    if source.field is not None:
-        if source.field not in columns:
-            raise _missing_column(source, "source.field", source.field, columns)
-        return source.field, None
-    if "prompt" in columns:
-        return "prompt", None
-    if source.bare and "messages" in columns:
-        return None, "messages"
-    if source.bare:
-        raise UserInputError(
-            f"{source.where}: no 'prompt' or 'messages' column (columns: {', '.join(columns)}). Rename the "
-            "prompt column to 'prompt' (text) or 'messages' (chat), or write a suite YAML with source.field."
-        )
-    raise _missing_column(source, "source.field", "prompt", columns)
-
-
-def _missing_column(source: _Source, key: str, column: str, columns: list[str]) -> UserInputError:
-    default = " (the default)" if key == "source.field" and source.field is None else ""
-    chat = (
-        " For chats set source.messages_field: messages."
-        if key == "source.field" and "messages" in columns
-        else ""
-    )
-    return UserInputError(
-        f"{source.where}: no column '{column}' for {key}{default}.{did_you_mean(column, columns)} "
-        f"Columns: {', '.join(columns)}. Set {key} to one of them.{chat}"
-    )
-
-
-def _ids(values: list[Any], column: str, where: str) -> list[str]:
-    ids: list[str] = []
-    rows: dict[str, list[int]] = defaultdict(list)
-    for i, value in enumerate(values):
-        if _missing(value) or value == "":
-            raise UserInputError(
-                f"{where}: row {i + 1} has no id in column '{column}'. Give every row an id."
-            )
-        ids.append(str(value))
-        rows[str(value)].append(i + 1)
-    repeated = [(key, r) for key, r in rows.items() if len(r) > 1]
-    if repeated:
-        shown = "; ".join(f"'{key}' in {_rows(r)}" for key, r in repeated[:3])
-        more = f"; and {len(repeated) - 3} more" if len(repeated) > 3 else ""
-        raise UserInputError(
-            f"{where}: duplicate ids in column '{column}': {shown}{more}. "
-            "Remove the duplicates or make the ids unique."
-        )
-    return ids
-
-
-def _text_or_chat(value: Any, label: str, column: str, where: str) -> tuple[str | None, Any]:
-    """A text cell, or a list of messages in it (TRL's conversational "prompt" column)."""
-    if isinstance(value, (list, tuple)):
-        return None, _messages(value, label, column, where)
-    if _missing(value) or (isinstance(value, str) and not value.strip()):
-        raise UserInputError(
-            f"{where}: {label}: empty prompt in column '{column}'. Write the prompt or remove the row."
-        )
-    if not isinstance(value, str):
-        raise UserInputError(
-            f"{where}: {label}: the prompt in column '{column}' is {_show(value)}, not text. "
-            "Write it as a string."
-        )
-    return value, None
-
-
-def _messages(value: Any, label: str, column: str, where: str) -> tuple[tuple[tuple[str, str], ...], ...]:
-    shape = "Write it as a list of {role, content} mappings, e.g. [{role: user, content: ...}]."
-    if not isinstance(value, (list, tuple)) or not value:
-        got = "empty" if isinstance(value, (list, tuple)) else _show(value)
-        raise UserInputError(
-            f"{where}: {label}: messages in column '{column}' are {got}, not a list. {shape}"
-        )
-    messages = []
-    for j, message in enumerate(value, start=1):
-        if not isinstance(message, Mapping):
-            raise UserInputError(f"{where}: {label}: message {j} is {_show(message)}, not a mapping. {shape}")
-        extra = [k for k, v in message.items() if k not in ("role", "content") and v is not None]
-        if extra:
-            raise UserInputError(
-                f"{where}: {label}: message {j} has key '{extra[0]}'; only role and content are kept. "
-                "Remove it."
-            )
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(role, str) or not isinstance(content, str):
-            raise UserInputError(
-                f"{where}: {label}: message {j} needs a string role and content, got role {_show(role)} and "
-                f"content {_show(content)}. {shape}"
-            )
-        if role not in ROLES:
-            raise UserInputError(
-                f"{where}: {label}: message {j} has unknown role '{role}'.{did_you_mean(role, ROLES)} "
-                f"Allowed: {', '.join(ROLES)}."
-            )
-        messages.append((("role", role), ("content", content)))
-    if not any(dict(m)["content"].strip() for m in messages):
-        raise UserInputError(
-            f"{where}: {label}: empty prompt (every message is blank). Write it or remove the row."
-        )
-    return tuple(messages)
-
-
-def _precheck_file(path: Path, where: str) -> None:
-    """Exact line numbers for text files that are not UTF-8, empty, or (JSON Lines) not JSON."""
-    if path.suffix.lower() == ".parquet":
-        return
-    jsonl = path.suffix.lower() == ".jsonl"
-    blank = True
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UserInputError(
-                    f"{where}: not UTF-8 text (line {lineno}, byte 0x{raw[exc.start]:02x}). "
-                    "Save the file as UTF-8."
-                ) from exc
-            if not line.strip():
-                continue
-            blank = False
-            if jsonl:
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    raise UserInputError(
-                        f"{where}: line {lineno} is not valid JSON ({_one_line(str(exc))}). "
-                        "Write one JSON object per line."
-                    ) from exc
-                if not isinstance(row, dict):
-                    raise UserInputError(
-                        f"{where}: line {lineno} is {_show(row)}, not a JSON object. "
-                        'Write one object per line, e.g. {"prompt": "..."}.'
-                    )
-    if blank:
-        raise UserInputError(f"{where}: the file is empty, so the suite is empty. Add prompts.")
-
-
-def _open(source: _Source) -> Any:
-    """The source as a ``datasets.Dataset``; errors from ``datasets`` become one-line messages."""
-    import datasets
-
-    with _quiet_datasets(datasets), tempfile.TemporaryDirectory(prefix="rlhf-eval-suite-") as cache:
-        try:
-            return _open_dataset(datasets, source, cache)
-        except UserInputError:
-            raise
-        except Exception as exc:
-            raise _data_error(exc, source) from exc
-
-
-def _open_dataset(datasets: Any, source: _Source, cache: str) -> Any:
-    # Local data is read into memory through a throwaway cache: an edited file is never served stale.
-    local = {"cache_dir": cache, "keep_in_memory": True}
-    if source.path is not None:
-        fmt = DATA_FORMATS[source.path.suffix.lower()]
-        extra = {"keep_default_na": False} if fmt == "csv" else {}  # the prompt "None" stays text
-        return datasets.load_dataset(fmt, data_files=str(source.path), split="train", **local, **extra)
-    assert source.dataset is not None
-    folder = Path(source.dataset)
-    if not folder.is_absolute():  # a hub id (local folders were resolved to absolute paths)
-        return datasets.load_dataset(source.dataset, source.config, split=source.split)
-    if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
-        return _saved_split(datasets, folder, source)
-    return datasets.load_dataset(str(folder), source.config, split=source.split, **local)
-
-
-def _saved_split(datasets: Any, folder: Path, source: _Source) -> Any:
-    """A folder written by ``save_to_disk``: the Dataset, or the chosen split of a DatasetDict."""
-    state = folder / "state.json"
-    if state.is_file() and not json.loads(state.read_text(encoding="utf-8")).get("_data_files"):
-        # load_from_disk fails on a saved Dataset without rows
-        raise UserInputError(f"{source.where}: the dataset has no rows, so the suite is empty. Add prompts.")
-    saved = datasets.load_from_disk(str(folder), keep_in_memory=True)
-    if not isinstance(saved, datasets.DatasetDict):
-        return saved
-    if source.split not in saved:
-        raise UserInputError(
-            f"{source.where}: no split '{source.split}'.{did_you_mean(source.split, list(saved))} "
-            f"Splits: {', '.join(saved)}. Set source.split to one of them."
-        )
-    return saved[source.split]
-
-
-def _data_error(exc: BaseException, source: _Source) -> UserInputError:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    if any("corresponds to no data" in str(e) for e in chain):  # e.g. a CSV file with a header only
-        return UserInputError(f"{source.where}: the data has no rows, so the suite is empty. Add prompts.")
-    if any(isinstance(e, UnicodeDecodeError) for e in chain):
-        return UserInputError(f"{source.where}: not UTF-8 text. Save the data as UTF-8.")
-    if source.path is None and any(isinstance(e, ConnectionError) or "not cached" in str(e) for e in chain):
-        return UserInputError(
-            f"{source.where}: not in the local datasets cache and the hub cannot be reached (offline). "
-            "Download it once with network access, or save it with Dataset.save_to_disk and point "
-            "source.dataset to that folder."
-        )
-    detail = next((e for e in chain if type(e).__name__ != "DatasetGenerationError" and str(e)), exc)
-    reason = f"{type(detail).__name__}: {_one_line(str(detail))}"
-    if source.path is not None:
-        kind = {"json": "JSON", "parquet": "Parquet", "csv": "CSV"}[DATA_FORMATS[source.path.suffix.lower()]]
-        return UserInputError(
-            f"{source.where}: cannot read it as {kind} ({reason}). Fix the file or convert it."
-        )
-    return UserInputError(
-        f"{source.where}: cannot load it ({reason}). Check source.dataset, source.config and split."
-    )
-
-
-@contextmanager
-def _quiet_datasets(datasets: Any) -> Iterator[None]:
-    """No progress bars or error logs from ``datasets`` while loading: failures are reported as one line."""
-    from datasets.utils import logging as ds_logging
-
-    bars = not datasets.are_progress_bars_disabled()
-    level = ds_logging.get_verbosity()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        datasets.disable_progress_bars()
-    ds_logging.set_verbosity(ds_logging.CRITICAL)
-    try:
-        yield
-    finally:
-        ds_logging.set_verbosity(level)
-        if bars:
-            datasets.enable_progress_bars()
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -725,37 +401,3 @@ def _sibling_hint(file: Path) -> str:
     names = {p.stem: p.name for p in file.parent.iterdir() if p.suffix.lower() == file.suffix.lower()}
     close = difflib.get_close_matches(file.stem, list(names), n=1, cutoff=0.6)
     return f" Did you mean '{names[close[0]]}'?" if close else ""
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _rows(rows: list[int]) -> str:
-    """Rows in a sentence.
-
-    >>> _rows([4]), _rows([2, 5]), _rows([1, 2, 3, 4, 5, 6, 7])
-    ('row 4', 'rows 2 and 5', 'rows 1, 2, 3, 4, 5 and 2 more')
-    """
-    if len(rows) == 1:
-        return f"row {rows[0]}"
-    if len(rows) > 5:
-        return f"rows {', '.join(map(str, rows[:5]))} and {len(rows) - 5} more"
-    return f"rows {', '.join(map(str, rows[:-1]))} and {rows[-1]}"
-
-
-def _show(value: Any, width: int = 60) -> str:
-    """A value for a one-line message: its repr, shortened, and its type.
-
-    >>> _show("abc"), _show(None)
-    ("'abc' (str)", 'null')
-    """
-    if value is None:
-        return "null"
-    text = _one_line(_REPR.repr(value), width)
-    return f"{text} ({type(value).__name__})"
-
-
-def _one_line(text: str, width: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."

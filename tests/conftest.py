@@ -111,9 +111,7 @@ def reward_model_dir(
     tiny_models_root: Path, reward_tokenizer_dir: Path, reward_train_pairs: list[tuple[str, str]]
 ) -> Path:
     out = tiny_models_root / "reward_model"
-    return tiny.build_reward_model(
-        out, reward_tokenizer_dir, seed=4, train_pairs=reward_train_pairs, steps=30
-    )
+    return tiny.build_reward_model(out, reward_tokenizer_dir, seed=4, train_pairs=reward_train_pairs, steps=30)
 
 
 @pytest.fixture(scope="session")
@@ -164,9 +162,7 @@ def tiny_vocab_tokenizer_dir(tiny_models_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_vocab_ref(tiny_models_root: Path, tiny_vocab_tokenizer_dir: Path) -> Path:
-    return tiny.build_causal_lm(
-        tiny_models_root / "tiny_vocab_ref", tiny_vocab_tokenizer_dir, hidden_size=8, seed=8
-    )
+    return tiny.build_causal_lm(tiny_models_root / "tiny_vocab_ref", tiny_vocab_tokenizer_dir, hidden_size=8, seed=8)
 
 
 @pytest.fixture(scope="session")

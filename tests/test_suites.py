@@ -48,9 +48,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def write_suite(
-    folder: Path, body: str, rows: list[dict[str, Any]] | None = None, data: str = "p.jsonl"
-) -> Path:
+def write_suite(folder: Path, body: str, rows: list[dict[str, Any]] | None = None, data: str = "p.jsonl") -> Path:
     """A suite YAML in ``folder`` (and its JSONL data, when ``rows`` are given)."""
     if rows is not None:
         write_jsonl(folder / data, rows)
@@ -218,9 +216,7 @@ def test_limit_is_the_smaller_of_yaml_and_argument(tmp_path: Path) -> None:
     bare = write_jsonl(tmp_path / "bare.jsonl", ROWS)
     assert len(load_suite(bare, limit=4).prompts) == 4
     # Rows past the limit are not read as prompts, so a blank one there does no harm.
-    assert (
-        len(load_suite(write_jsonl(tmp_path / "tail.jsonl", [*ROWS, {"prompt": ""}]), limit=5).prompts) == 5
-    )
+    assert len(load_suite(write_jsonl(tmp_path / "tail.jsonl", [*ROWS, {"prompt": ""}]), limit=5).prompts) == 5
 
 
 def test_numeric_version_becomes_a_string_with_a_warning(tmp_path: Path) -> None:
@@ -296,9 +292,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 
 def test_duplicate_yaml_key(tmp_path: Path) -> None:
-    expect_error(
-        write_suite(tmp_path, minimal("name: t\n"), ROWS), "s.yaml", "key 'name' appears twice", "line 5"
-    )
+    expect_error(write_suite(tmp_path, minimal("name: t\n"), ROWS), "s.yaml", "key 'name' appears twice", "line 5")
 
 
 @pytest.mark.parametrize(
@@ -418,16 +412,12 @@ def test_path_and_dataset_exactly_one(tmp_path: Path) -> None:
 
 def test_field_and_messages_field_exclusive(tmp_path: Path) -> None:
     body = minimal("  field: prompt\n  messages_field: messages\n")
-    expect_error(
-        write_suite(tmp_path, body, ROWS), "s.yaml: source has both 'field' and 'messages_field'", "Keep one"
-    )
+    expect_error(write_suite(tmp_path, body, ROWS), "s.yaml: source has both 'field' and 'messages_field'", "Keep one")
 
 
 def test_split_or_config_with_a_path(tmp_path: Path) -> None:
     body = minimal("  split: test\n")
-    expect_error(
-        write_suite(tmp_path, body, ROWS), "s.yaml: source.split applies only to source.dataset", "Remove it"
-    )
+    expect_error(write_suite(tmp_path, body, ROWS), "s.yaml: source.split applies only to source.dataset", "Remove it")
 
 
 # -- errors in the data ------------------------------------------------------------------------------
@@ -442,9 +432,7 @@ def test_data_file_missing_or_unknown_extension(tmp_path: Path) -> None:
         "Fix the path",
     )
     (tmp_path / "p.txt").write_text("x\n")
-    expect_error(
-        write_suite(tmp_path, minimal(source="  path: p.txt\n")), "unknown extension '.txt'", ".parquet"
-    )
+    expect_error(write_suite(tmp_path, minimal(source="  path: p.txt\n")), "unknown extension '.txt'", ".parquet")
 
 
 def test_field_missing_lists_the_columns(tmp_path: Path) -> None:
@@ -456,12 +444,8 @@ def test_field_missing_lists_the_columns(tmp_path: Path) -> None:
         "Set source.field to one of them",
     )
     assert "s.yaml" not in message.split(":")[0]  # the data file is named first
-    expect_error(
-        write_suite(tmp_path, minimal("  field: txt\n"), rows), "no column 'txt'", "Did you mean 'text'?"
-    )
-    expect_error(
-        write_suite(tmp_path, minimal("  id_field: ident\n"), ROWS), "no column 'ident' for source.id_field"
-    )
+    expect_error(write_suite(tmp_path, minimal("  field: txt\n"), rows), "no column 'txt'", "Did you mean 'text'?")
+    expect_error(write_suite(tmp_path, minimal("  id_field: ident\n"), ROWS), "no column 'ident' for source.id_field")
     expect_error(
         write_jsonl(tmp_path / "bare.jsonl", rows),
         "bare.jsonl: no 'prompt' or 'messages' column",
@@ -478,9 +462,7 @@ def test_empty_prompt_names_the_row(tmp_path: Path, blank: str | None) -> None:
 
 
 def test_non_text_prompt(tmp_path: Path) -> None:
-    expect_error(
-        write_jsonl(tmp_path / "n.jsonl", [{"prompt": "a"}, {"prompt": 7}]), "row 2", "7 (int), not text"
-    )
+    expect_error(write_jsonl(tmp_path / "n.jsonl", [{"prompt": "a"}, {"prompt": 7}]), "row 2", "7 (int), not text")
 
 
 @pytest.mark.parametrize(
@@ -514,9 +496,7 @@ def test_duplicate_ids(tmp_path: Path) -> None:
     assert message.startswith(str(tmp_path / "p.jsonl"))
     missing = [dict(r) for r in ROWS]
     del missing[1]["id"]
-    expect_error(
-        write_suite(tmp_path, minimal("  id_field: id\n"), missing), "row 2 has no id in column 'id'"
-    )
+    expect_error(write_suite(tmp_path, minimal("  id_field: id\n"), missing), "row 2 has no id in column 'id'")
 
 
 def test_duplicate_prompts(tmp_path: Path) -> None:
@@ -533,9 +513,7 @@ def test_duplicate_prompts(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
 def test_empty_data_file(tmp_path: Path, content: str) -> None:
     (tmp_path / "p.jsonl").write_text(content)
-    expect_error(
-        write_suite(tmp_path, minimal()), "p.jsonl: the file is empty, so the suite is empty", "Add prompts"
-    )
+    expect_error(write_suite(tmp_path, minimal()), "p.jsonl: the file is empty, so the suite is empty", "Add prompts")
     (tmp_path / "e.csv").write_text(content)
     expect_error(tmp_path / "e.csv", "e.csv: the file is empty")
 
@@ -578,9 +556,7 @@ def test_non_utf8_yaml(tmp_path: Path) -> None:
 
 def test_bad_json_line(tmp_path: Path) -> None:
     (tmp_path / "p.jsonl").write_text('{"prompt": "a"}\n{"prompt": b}\n')
-    expect_error(
-        write_suite(tmp_path, minimal()), "p.jsonl: line 2 is not valid JSON", "one JSON object per line"
-    )
+    expect_error(write_suite(tmp_path, minimal()), "p.jsonl: line 2 is not valid JSON", "one JSON object per line")
     (tmp_path / "q.jsonl").write_text('{"prompt": "a"}\n["b"]\n')
     expect_error(tmp_path / "q.jsonl", "q.jsonl: line 2 is ['b'] (list), not a JSON object")
 
@@ -708,9 +684,7 @@ def test_yaml_loader_only_raises_user_input_error(fuzz_dir: Path, text: str) -> 
     check_load(path)
 
 
-NAMES = st.sampled_from(
-    ["p.jsonl", "saved", "prompt", "id", "category", "messages", "train", "org/name", "s"]
-)
+NAMES = st.sampled_from(["p.jsonl", "saved", "prompt", "id", "category", "messages", "train", "org/name", "s"])
 VALUES = st.one_of(
     NAMES,
     st.none(),
@@ -722,9 +696,7 @@ VALUES = st.one_of(
     st.lists(st.integers(), max_size=2),
 )
 SOURCES = st.one_of(
-    st.fixed_dictionaries(
-        {"path": st.just("p.jsonl")}, optional={k: NAMES for k in ("field", "id_field", "split")}
-    ),
+    st.fixed_dictionaries({"path": st.just("p.jsonl")}, optional={k: NAMES for k in ("field", "id_field", "split")}),
     st.dictionaries(
         st.sampled_from(
             [
@@ -745,9 +717,7 @@ SOURCES = st.one_of(
     VALUES,
 )
 GENERATIONS = st.one_of(
-    st.dictionaries(
-        st.sampled_from([*GenerationDefaults.__dataclass_fields__, "max_new_token"]), VALUES, max_size=3
-    ),
+    st.dictionaries(st.sampled_from([*GenerationDefaults.__dataclass_fields__, "max_new_token"]), VALUES, max_size=3),
     VALUES,
 )
 

@@ -82,9 +82,7 @@ def test_variants_differ_from_the_reference_and_each_other(
     assert (a - b).abs().max() > 0.1
 
 
-def test_tiny_vocab_policy_moves_clearly_away_from_the_reference(
-    tiny_vocab_ref: Path, tiny_vocab_policy: Path
-) -> None:
+def test_tiny_vocab_policy_moves_clearly_away_from_the_reference(tiny_vocab_ref: Path, tiny_vocab_policy: Path) -> None:
     ids = [3]  # "a"
     p_ref = logits(causal_lm(tiny_vocab_ref), ids)[-1].softmax(-1)
     p_pol = logits(causal_lm(tiny_vocab_policy), ids)[-1].softmax(-1)

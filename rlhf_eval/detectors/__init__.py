@@ -64,8 +64,7 @@ def evaluate_module_path(family: str) -> Path:
     key = family.removeprefix("rlhf_eval_")
     if key not in FAMILIES:
         raise UserInputError(
-            f"Unknown detector family {family!r}.{did_you_mean(key, list(FAMILIES))} "
-            f"Families: {', '.join(FAMILIES)}"
+            f"Unknown detector family {family!r}.{did_you_mean(key, list(FAMILIES))} Families: {', '.join(FAMILIES)}"
         )
     return EVALUATE_MODULES_DIR / f"rlhf_eval_{key}"
 

@@ -53,13 +53,9 @@ QUALITIES = word_list(
     "salty loud quiet round hard soft red white dark yellow grey ancient young strong gentle wild calm vast "
     "tiny rich clear"
 )
-VERBS = word_list(
-    "grows flows shines moves falls lives sings flies swims melts burns rises holds feeds covers turns"
-)
+VERBS = word_list("grows flows shines moves falls lives sings flies swims melts burns rises holds feeds covers turns")
 PLACES = word_list("north south valley sea night morning summer winter field garden")
-FUNCTION_WORDS = word_list(
-    "the a is are of and in it that with on at to its has many most people often every near"
-)
+FUNCTION_WORDS = word_list("the a is are of and in it that with on at to its has many most people often every near")
 PROMPT_WORDS = word_list("tell me about explain describe what why how give facts")
 LIST_WORDS = word_list("first second third finally")
 PROMPT_TEMPLATES = (
@@ -139,9 +135,7 @@ def demo_answer(topic: str, style: str, facts: tuple[list[str], list[str], str],
     """One answer about ``topic`` in a style: concise, list, hedged or verbose."""
     (q1, q2, q3, q4), (v1, v2), place = facts
     if style == "concise":
-        return rng.choice(
-            [f"the {topic} is {q1} and {q2}", f"the {topic} {v1} in the {place}", f"the {topic} is {q3}"]
-        )
+        return rng.choice([f"the {topic} is {q1} and {q2}", f"the {topic} {v1} in the {place}", f"the {topic} is {q3}"])
     if style == "list":
         return f"first the {topic} is {q1} and {q2} second it {v1} in the {place} third it is {q3}"
     if style == "hedged":
@@ -277,9 +271,7 @@ def build_demo_checkpoints(out_dir: Path | str, config: DemoConfig | None = None
     # A curriculum: up to the first save the run sees informative lists, then verbose answers.
     batch = cfg.run_batch_size
     lists = joined(demo_corpus({"list": 1.0}, cfg.run_save_steps * batch, cfg.seed + 1))
-    verbose = joined(
-        demo_corpus({"verbose": 1.0}, (cfg.run_max_steps - cfg.run_save_steps) * batch, cfg.seed + 2)
-    )
+    verbose = joined(demo_corpus({"verbose": 1.0}, (cfg.run_max_steps - cfg.run_save_steps) * batch, cfg.seed + 2))
     build_trainer_run(
         paths["trainer_run"], paths["reference"], lists + verbose, save_steps=cfg.run_save_steps,
         max_steps=cfg.run_max_steps, lr=cfg.run_lr, batch_size=batch, seed=cfg.seed, card_method="sft",
@@ -296,9 +288,7 @@ def build_demo_checkpoints(out_dir: Path | str, config: DemoConfig | None = None
         paths["reward_model"], reward_tokenizer, seed=cfg.seed + 4, train_pairs=pairs, steps=cfg.reward_steps,
         lr=3e-3, **sizes,
     )  # fmt: skip
-    paths["prompts"].write_text(
-        "".join(json.dumps({"prompt": p}) + "\n" for p in demo_prompts()), encoding="utf-8"
-    )
+    paths["prompts"].write_text("".join(json.dumps({"prompt": p}) + "\n" for p in demo_prompts()), encoding="utf-8")
 
     record = {"config": asdict(cfg), "paths": rel, "gold": DEMO_GOLD}
     temporary = out / "build.json.tmp"

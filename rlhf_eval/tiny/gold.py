@@ -61,7 +61,5 @@ def demo_gold_reward(prompts: Sequence[str], responses: Sequence[str]) -> list[f
     [6.0, 0.0]
     """
     if len(prompts) != len(responses):
-        raise ValueError(
-            f"{len(prompts)} prompts but {len(responses)} responses; pass one prompt per response"
-        )
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; pass one prompt per response")
     return [float(gold_score(response)) for response in responses]

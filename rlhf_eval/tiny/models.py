@@ -47,9 +47,7 @@ def build_word_tokenizer(
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for word in words:
         if not ONE_TOKEN.fullmatch(word):
-            raise ValueError(
-                f"{word!r}: not one token under a whitespace/punctuation split; split it into words"
-            )
+            raise ValueError(f"{word!r}: not one token under a whitespace/punctuation split; split it into words")
         vocab.setdefault(word, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -170,9 +168,7 @@ def build_reward_model(
 
     labels = {int(k): str(v) for k, v in (id2label or {}).items()}
     if labels and sorted(labels) != list(range(num_labels)):
-        raise ValueError(
-            f"id2label {labels} does not name labels 0..{num_labels - 1}; pass num_labels={len(labels)}"
-        )
+        raise ValueError(f"id2label {labels} does not name labels 0..{num_labels - 1}; pass num_labels={len(labels)}")
     if train_pairs and steps > 0 and num_labels != 1:
         raise ValueError("Bradley-Terry training needs num_labels=1 (one scalar reward)")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -240,9 +236,7 @@ def add_value_head(model_dir: Path | str, out_dir: Path | str, *, seed: int = 0)
     shutil.copytree(model_dir, out, dirs_exist_ok=True)
     files = sorted(out.glob("*.safetensors"))
     if len(files) != 1:
-        raise ValueError(
-            f"{model_dir}: expected one safetensors file, found {len(files)}; save the model unsharded"
-        )
+        raise ValueError(f"{model_dir}: expected one safetensors file, found {len(files)}; save the model unsharded")
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     hidden = int(config.get("n_embd") or config["hidden_size"])
     with safe_open(str(files[0]), framework="pt") as handle:

@@ -84,10 +84,7 @@ def encode_with_eos(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text followed by the EOS token, so a model learns where answers end."""
     if not texts:
         raise ValueError("no texts to train on; pass at least one text")
-    return [
-        list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
-        for text in texts
-    ]
+    return [list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id] for text in texts]
 
 
 def causal_lm_collator(pad_id: int) -> Callable[[list[dict[str, list[int]]]], dict[str, torch.Tensor]]:
@@ -106,9 +103,7 @@ def load_causal_lm_and_tokenizer(model_dir: Path) -> tuple[Any, Any]:
 
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), use_safetensors=True, dtype=torch.float32
-        )
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), use_safetensors=True, dtype=torch.float32)
     return model, tokenizer
 
 
@@ -253,9 +248,7 @@ def build_trainer_run(
 
     out = Path(out_dir)
     if card_method is not None and card_method not in TRL_CARD_METHODS:
-        raise ValueError(
-            f"card_method={card_method!r}: unknown; use one of {', '.join(sorted(TRL_CARD_METHODS))}"
-        )
+        raise ValueError(f"card_method={card_method!r}: unknown; use one of {', '.join(sorted(TRL_CARD_METHODS))}")
     model, tokenizer = load_causal_lm_and_tokenizer(Path(base_dir))
     rows = encode_with_eos(tokenizer, texts)
 
@@ -269,9 +262,7 @@ def build_trainer_run(
     class ExtraLogs(TrainerCallback):
         """Adds the caller's metrics to each training-step log (not to the final summary)."""
 
-        def on_log(
-            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-        ) -> None:
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             if extra_logs is None or logs is None or "loss" not in logs:
                 return
             extra = {name: float(value) for name, value in extra_logs(state.global_step).items()}

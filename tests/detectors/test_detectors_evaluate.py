@@ -32,9 +32,7 @@ def evaluate_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_module_loads_offline_and_matches_run_detectors(
-    evaluate_module: Any, family: str, tmp_path: Path
-) -> None:
+def test_module_loads_offline_and_matches_run_detectors(evaluate_module: Any, family: str, tmp_path: Path) -> None:
     measurement = evaluate_module.load(str(module_path(family)), keep_in_memory=True, cache_dir=str(tmp_path))
     assert measurement.name == f"rlhf_eval_{family}"
     results = measurement.compute(data=TEXTS)
@@ -47,9 +45,7 @@ def test_module_loads_offline_and_matches_run_detectors(
 
 
 def test_hand_checked_values_through_evaluate(evaluate_module: Any, tmp_path: Path) -> None:
-    measurement = evaluate_module.load(
-        str(module_path("repetition")), keep_in_memory=True, cache_dir=str(tmp_path)
-    )
+    measurement = evaluate_module.load(str(module_path("repetition")), keep_in_memory=True, cache_dir=str(tmp_path))
     results = measurement.compute(data=["a b a b a b", "one two three"])
     # seq_rep_2: (1 - 2/5) for the first text, 0 unique repeats in the second: mean (0.6 + 0.0) / 2
     assert results["seq_rep_2_per_sample"] == [0.6, 0.0]

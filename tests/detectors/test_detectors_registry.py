@@ -213,13 +213,9 @@ def test_every_detector_is_documented() -> None:
     problems = []
     for name, det in REGISTRY.items():
         if ">>>" not in (det.fn.__doc__ or ""):
-            problems.append(
-                f"{det.fn.__module__}.{det.fn.__qualname__}: add a '>>>' example to its docstring"
-            )
+            problems.append(f"{det.fn.__module__}.{det.fn.__qualname__}: add a '>>>' example to its docstring")
         if f"| `{name}` |" not in docs:
-            direction = {True: "higher is better", False: "lower is better", None: "none"}[
-                det.higher_is_better
-            ]
+            direction = {True: "higher is better", False: "lower is better", None: "none"}[det.higher_is_better]
             problems.append(
                 f"docs/detectors.md: add the line\n| `{name}` | {det.description} | {det.unit} | {direction} "
                 "| <edge cases> | <source> |"
