@@ -94,8 +94,12 @@ def validate_safetensors(path: Path) -> None:
         raise UserInputError(f"{path}: truncated safetensors file ({size} bytes); {fix}")
     with path.open("rb") as handle:
         (header_len,) = struct.unpack("<Q", handle.read(8))
-        if header_len > size - 8 or header_len > 100_000_000:
+        if header_len > 100_000_000:
             raise UserInputError(f"{path}: corrupted safetensors header (length {header_len}); {fix}")
+        if header_len > size - 8:
+            raise UserInputError(
+                f"{path}: truncated safetensors file ({size} bytes; its header alone needs {8 + header_len}); {fix}"
+            )
         raw = handle.read(header_len)
     try:
         header = json.loads(raw)
@@ -124,7 +128,7 @@ def check_weights(model_dir: Path, options: LoadOptions, *, adapter: bool = Fals
         if not options.allow_pickle:
             raise UserInputError(
                 f"{model_dir}: weights only as pickle ({pickles[0].name}), which can run code when loaded; "
-                "convert them to safetensors (load and save_pretrained(..., safe_serialization=True)) "
+                "convert them to safetensors (from_pretrained, then save_pretrained) "
                 "or pass --allow-pickle if you trust this checkpoint"
             )
         return "pickle"
