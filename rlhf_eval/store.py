@@ -271,12 +271,21 @@ class Store:
         try:
             self.migrate()
             self.flush()
+            self.mark_interrupted()
             yield self
             self.flush()
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             handle.close()
             self._lock_handle = None
+
+    def mark_interrupted(self) -> None:
+        """Evaluations still 'running' while we hold the writer lock were killed: say so."""
+        con = connect(self.path, read_only=False, waited=self.lock_waits)
+        try:
+            con.execute("UPDATE evaluations SET status = 'interrupted' WHERE status = 'running'")
+        finally:
+            con.close()
 
     def migrate(self) -> int:
         """Apply pending migrations, each in its own transaction; returns the schema version."""

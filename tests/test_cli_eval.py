@@ -408,3 +408,20 @@ def test_changed_sampling_is_announced_and_keyed_separately(
     reference = next(r for r in json.loads(out) if r["checkpoint"] == "reference")
     assert reference["kl"] > 0
     assert table_rows(db, "SELECT count(DISTINCT gen_key) FROM samples")[0][0] == 2
+
+
+def test_adapter_base_from_flag_when_the_config_points_elsewhere(
+    tmp_path: Path, suite_file: Path, gold_file: Path, gpt2_ref: Path, lora_dir: Path, reward_model_dir: Path
+) -> None:
+    moved = tmp_path / "moved-adapter"
+    shutil.copytree(lora_dir, moved)
+    config = json.loads((moved / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "gone")
+    (moved / "adapter_config.json").write_text(json.dumps(config))
+    db = tmp_path / "base.duckdb"
+    args = base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file)
+    code, _, err = run_cli("eval", str(moved), *args, "--limit", "2")
+    assert code == 2 and "adapter_config.json: base model" in err and "pass the base model with --base" in err
+    code, out, err = run_cli("eval", str(moved), *args, "--limit", "2", "--base", str(gpt2_ref), "--json")
+    assert code == 0, err
+    assert {r["kind"] for r in json.loads(out)} == {"model", "adapter"}

@@ -119,3 +119,35 @@ def test_member_stats_and_parse_ensemble() -> None:
     with pytest.raises(UserInputError, match="only uwo takes a lambda"):
         parse_ensemble("min:2")
     assert math.isfinite(parse_ensemble("uwo:0").lam)
+
+
+def test_reward_model_uses_its_own_chat_template_and_counts_truncation(tmp_path: Path) -> None:
+    from rlhf_eval import tiny
+
+    template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    words = ["user", "assistant", ":", "why", "blue", "sky", "light"]
+    tok = tiny.build_word_tokenizer(tmp_path / "tok", words, chat_template=template)
+    rm = tiny.build_reward_model(tmp_path / "rm", tok, max_positions=12)
+    scorer = build_scorer(str(rm), LoadOptions())
+    prompt = Prompt("p", 0, text="why blue sky")
+    scores = scorer.score([prompt, prompt], ["light", " ".join(["light"] * 20)])
+    assert all(isinstance(s, float) for s in scores)
+    fn = scorer.score_fn
+    encoded = fn.tokenizer.decode(fn.encode(prompt, "light"))  # type: ignore[attr-defined]
+    assert encoded == "user : why blue sky assistant : light"
+    assert fn.truncated == 1  # type: ignore[attr-defined]  # the 20-word response exceeded 12 positions
+
+
+def test_reward_model_scores_do_not_depend_on_batching(tmp_path: Path) -> None:
+    from rlhf_eval import tiny
+
+    tok = tiny.build_word_tokenizer(tmp_path / "tok", ["a", "b", "c", "d"])
+    rm = tiny.build_reward_model(tmp_path / "rm", tok)
+    prompts = [Prompt(str(i), i, text="a b") for i in range(4)]
+    responses = ["c", "c d c d", "d", "a b c d a b"]
+    together = build_scorer(str(rm), LoadOptions()).score(prompts, responses)
+    alone = [build_scorer(str(rm), LoadOptions()).score([p], [r])[0] for p, r in zip(prompts, responses, strict=True)]
+    assert together == pytest.approx(alone, abs=1e-5)

@@ -98,3 +98,16 @@ def test_readers_open_read_only(tmp_path: Path) -> None:
 def test_missing_database_says_how_to_fill_it(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"no database yet; fill it with `rlhf-eval eval"):
         checkpoint_summary(tmp_path / "none.duckdb")
+
+
+def test_evaluations_left_running_are_marked_interrupted(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.stage("evaluations", [{"eval_id": "e1", "status": "running"}, {"eval_id": "e2", "status": "completed"}])
+    store.flush()
+    with Store(tmp_path / "db.duckdb").writer():
+        pass
+    assert store.query("SELECT eval_id, status FROM evaluations ORDER BY eval_id") == [
+        ("e1", "interrupted"),
+        ("e2", "completed"),
+    ]
