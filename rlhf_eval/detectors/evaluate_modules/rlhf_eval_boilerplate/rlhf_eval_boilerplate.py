@@ -12,14 +12,9 @@ Values come from ``rlhf_eval.detectors.run_detectors``, so they equal what the h
 
 from __future__ import annotations
 
-from typing import Any
-
-import datasets
 import evaluate
 
-from rlhf_eval.detectors import FAMILIES, aggregate, run_detectors
-
-FEATURES = FAMILIES["boilerplate"]
+from rlhf_eval.detectors import hf_measurement
 
 _DESCRIPTION = """\
 Per-response flags (1.0 or 0.0) for boilerplate phrases: AI-identity hedges, apologies,
@@ -27,18 +22,14 @@ refusals and closers (lists in ``rlhf_eval.detectors.phrases``). Case-insensitiv
 whitespace between words, and both ' and ’ match an apostrophe.
 """
 
-_KWARGS_DESCRIPTION = f"""
-Args:
-    data (`list` of `str`): response texts, one per sample.
-Returns:
-    one entry per feature, {", ".join(FEATURES)}: the mean over the samples (float);
-    and the same names + "_per_sample": the per-sample values (list of float).
-Examples:
-    >>> measurement = evaluate.load(str(evaluate_module_path("boilerplate")))
+_KWARGS_DESCRIPTION = hf_measurement.kwargs_description(
+    "boilerplate",
+    """    >>> measurement = evaluate.load(str(evaluate_module_path("boilerplate")))
     >>> results = measurement.compute(data=["As an AI, I can't say.", "Paris."])
     >>> results["hedge"], results["hedge_per_sample"]
     (0.5, [1.0, 0.0])
-"""
+""",
+)
 
 _CITATION = """\
 @article{ouyang2022training,
@@ -51,22 +42,10 @@ _CITATION = """\
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class RlhfEvalBoilerplate(evaluate.Measurement):
+class RlhfEvalBoilerplate(hf_measurement.DetectorMeasurement):
     """Boilerplate features of response texts: the mean and the per-sample values of each."""
 
-    def _info(self) -> evaluate.MeasurementInfo:
-        return evaluate.MeasurementInfo(
-            module_type="measurement",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"data": datasets.Value("string")}),
-        )
-
-    def _compute(self, data: list[str]) -> dict[str, Any]:
-        values = run_detectors(list(data), FEATURES)
-        out: dict[str, Any] = {}
-        for name in FEATURES:
-            out[name] = aggregate(name, values[name])
-            out[name + "_per_sample"] = values[name]
-        return out
+    FAMILY = "boilerplate"
+    DESCRIPTION = _DESCRIPTION
+    CITATION = _CITATION
+    INPUTS = _KWARGS_DESCRIPTION

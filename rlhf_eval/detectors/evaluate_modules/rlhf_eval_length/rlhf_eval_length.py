@@ -12,32 +12,23 @@ Values come from ``rlhf_eval.detectors.run_detectors``, so they equal what the h
 
 from __future__ import annotations
 
-from typing import Any
-
-import datasets
 import evaluate
 
-from rlhf_eval.detectors import FAMILIES, aggregate, run_detectors
-
-FEATURES = FAMILIES["length"]
+from rlhf_eval.detectors import hf_measurement
 
 _DESCRIPTION = """\
 Per-response length in Unicode code points (``len(text)``) and in whitespace-separated
 words (``len(text.split())``).
 """
 
-_KWARGS_DESCRIPTION = f"""
-Args:
-    data (`list` of `str`): response texts, one per sample.
-Returns:
-    one entry per feature, {", ".join(FEATURES)}: the mean over the samples (float);
-    and the same names + "_per_sample": the per-sample values (list of float).
-Examples:
-    >>> measurement = evaluate.load(str(evaluate_module_path("length")))
+_KWARGS_DESCRIPTION = hf_measurement.kwargs_description(
+    "length",
+    """    >>> measurement = evaluate.load(str(evaluate_module_path("length")))
     >>> results = measurement.compute(data=["héllo wörld", ""])
     >>> results["length_words"], results["length_words_per_sample"]
     (1.0, [2.0, 0.0])
-"""
+""",
+)
 
 _CITATION = """\
 @article{singhal2023long,
@@ -50,22 +41,10 @@ _CITATION = """\
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class RlhfEvalLength(evaluate.Measurement):
+class RlhfEvalLength(hf_measurement.DetectorMeasurement):
     """Length features of response texts: the mean and the per-sample values of each."""
 
-    def _info(self) -> evaluate.MeasurementInfo:
-        return evaluate.MeasurementInfo(
-            module_type="measurement",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"data": datasets.Value("string")}),
-        )
-
-    def _compute(self, data: list[str]) -> dict[str, Any]:
-        values = run_detectors(list(data), FEATURES)
-        out: dict[str, Any] = {}
-        for name in FEATURES:
-            out[name] = aggregate(name, values[name])
-            out[name + "_per_sample"] = values[name]
-        return out
+    FAMILY = "length"
+    DESCRIPTION = _DESCRIPTION
+    CITATION = _CITATION
+    INPUTS = _KWARGS_DESCRIPTION

@@ -12,14 +12,9 @@ Values come from ``rlhf_eval.detectors.run_detectors``, so they equal what the h
 
 from __future__ import annotations
 
-from typing import Any
-
-import datasets
 import evaluate
 
-from rlhf_eval.detectors import FAMILIES, aggregate, run_detectors
-
-FEATURES = FAMILIES["markdown"]
+from rlhf_eval.detectors import hf_measurement
 
 _DESCRIPTION = """\
 Per-response markdown counts as in Chatbot Arena's style control: headers (``#`` to
@@ -27,18 +22,14 @@ Per-response markdown counts as in Chatbot Arena's style control: headers (``#``
 bold spans (``**x**``, ``__x__``), counted outside fenced code blocks.
 """
 
-_KWARGS_DESCRIPTION = f"""
-Args:
-    data (`list` of `str`): response texts, one per sample.
-Returns:
-    one entry per feature, {", ".join(FEATURES)}: the mean over the samples (float);
-    and the same names + "_per_sample": the per-sample values (list of float).
-Examples:
-    >>> measurement = evaluate.load(str(evaluate_module_path("markdown")))
+_KWARGS_DESCRIPTION = hf_measurement.kwargs_description(
+    "markdown",
+    """    >>> measurement = evaluate.load(str(evaluate_module_path("markdown")))
     >>> results = measurement.compute(data=["# Title\\n- a\\n- b **c**", "plain"])
     >>> results["md_list_items"], results["md_list_items_per_sample"]
     (1.0, [2.0, 0.0])
-"""
+""",
+)
 
 _CITATION = """\
 @misc{li2024stylecontrol,
@@ -51,22 +42,10 @@ _CITATION = """\
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class RlhfEvalMarkdown(evaluate.Measurement):
+class RlhfEvalMarkdown(hf_measurement.DetectorMeasurement):
     """Markdown features of response texts: the mean and the per-sample values of each."""
 
-    def _info(self) -> evaluate.MeasurementInfo:
-        return evaluate.MeasurementInfo(
-            module_type="measurement",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"data": datasets.Value("string")}),
-        )
-
-    def _compute(self, data: list[str]) -> dict[str, Any]:
-        values = run_detectors(list(data), FEATURES)
-        out: dict[str, Any] = {}
-        for name in FEATURES:
-            out[name] = aggregate(name, values[name])
-            out[name + "_per_sample"] = values[name]
-        return out
+    FAMILY = "markdown"
+    DESCRIPTION = _DESCRIPTION
+    CITATION = _CITATION
+    INPUTS = _KWARGS_DESCRIPTION

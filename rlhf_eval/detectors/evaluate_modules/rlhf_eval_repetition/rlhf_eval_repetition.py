@@ -12,14 +12,9 @@ Values come from ``rlhf_eval.detectors.run_detectors``, so they equal what the h
 
 from __future__ import annotations
 
-from typing import Any
-
-import datasets
 import evaluate
 
-from rlhf_eval.detectors import FAMILIES, aggregate, run_detectors
-
-FEATURES = FAMILIES["repetition"]
+from rlhf_eval.detectors import hf_measurement
 
 _DESCRIPTION = """\
 Per-response repetition of words (``text.split()``): seq-rep-n = 1 - unique / total n-grams
@@ -28,18 +23,14 @@ n = 1, 2, the zlib compression ratio (UTF-8 bytes / compressed bytes) and a tail
 (the response ends in >= 3 copies of one span).
 """
 
-_KWARGS_DESCRIPTION = f"""
-Args:
-    data (`list` of `str`): response texts, one per sample.
-Returns:
-    one entry per feature, {", ".join(FEATURES)}: the mean over the samples (float);
-    and the same names + "_per_sample": the per-sample values (list of float).
-Examples:
-    >>> measurement = evaluate.load(str(evaluate_module_path("repetition")))
+_KWARGS_DESCRIPTION = hf_measurement.kwargs_description(
+    "repetition",
+    """    >>> measurement = evaluate.load(str(evaluate_module_path("repetition")))
     >>> results = measurement.compute(data=["a b a b a b", "one two three"])
     >>> results["seq_rep_2"], results["seq_rep_2_per_sample"]
     (0.3, [0.6, 0.0])
-"""
+""",
+)
 
 _CITATION = """\
 @inproceedings{welleck2020neural,
@@ -53,22 +44,10 @@ _CITATION = """\
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class RlhfEvalRepetition(evaluate.Measurement):
+class RlhfEvalRepetition(hf_measurement.DetectorMeasurement):
     """Repetition features of response texts: the mean and the per-sample values of each."""
 
-    def _info(self) -> evaluate.MeasurementInfo:
-        return evaluate.MeasurementInfo(
-            module_type="measurement",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"data": datasets.Value("string")}),
-        )
-
-    def _compute(self, data: list[str]) -> dict[str, Any]:
-        values = run_detectors(list(data), FEATURES)
-        out: dict[str, Any] = {}
-        for name in FEATURES:
-            out[name] = aggregate(name, values[name])
-            out[name + "_per_sample"] = values[name]
-        return out
+    FAMILY = "repetition"
+    DESCRIPTION = _DESCRIPTION
+    CITATION = _CITATION
+    INPUTS = _KWARGS_DESCRIPTION
