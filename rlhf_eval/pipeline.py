@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from rlhf_eval import rows
 from rlhf_eval.discover import CheckpointSpec, RunSpec, discover
 from rlhf_eval.errors import UserInputError
@@ -210,8 +212,19 @@ class Evaluation:
         )
 
     def load_hash_cache(self) -> None:
-        for path, size, mtime_ns, sha in self.store.query("SELECT path, size, mtime_ns, sha256 FROM file_hashes"):
-            self.hash_cache[FileStat(path, size, mtime_ns)] = sha
+        """Digests of files hashed before, read-only, so that unchanged weights (a policy's or a
+        reward model's) are not read again; an unreadable database just means no cache."""
+        from rlhf_eval.errors import StoreError
+        from rlhf_eval.query import fetch_dicts
+
+        if not self.store.path.is_file():
+            return
+        try:
+            found = fetch_dicts(self.store.path, "SELECT path, size, mtime_ns, sha256 FROM file_hashes", timeout=5.0)
+        except (StoreError, duckdb.Error):
+            return  # a new or damaged database; opening it as the writer reports what is wrong
+        for row in found:
+            self.hash_cache[FileStat(row["path"], row["size"], row["mtime_ns"])] = row["sha256"]
 
     def save_hash_cache(self) -> None:
         self.store.stage(
@@ -511,9 +524,9 @@ class Evaluation:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> EvalResult:
+        self.load_hash_cache()
         self.build_scorers()
         with self.store.writer():
-            self.load_hash_cache()
             ref_fp = model_fingerprint(self.ref_spec, self.hash_cache)
             units = self.model_units(ref_fp)
             self.save_hash_cache()

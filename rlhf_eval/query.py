@@ -34,9 +34,11 @@ def read_connection(path: str | Path, timeout: float = 60.0) -> Iterator[duckdb.
         con.close()
 
 
-def fetch_dicts(path: str | Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def fetch_dicts(
+    path: str | Path, sql: str, params: Sequence[Any] = (), *, timeout: float = 60.0
+) -> list[dict[str, Any]]:
     """Rows of a parameterized query as dicts."""
-    with read_connection(path) as con:
+    with read_connection(path, timeout=timeout) as con:
         cursor = con.execute(sql, list(params))
         names = [d[0] for d in cursor.description or []]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

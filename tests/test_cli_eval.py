@@ -425,3 +425,26 @@ def test_adapter_base_from_flag_when_the_config_points_elsewhere(
     code, out, err = run_cli("eval", str(moved), *args, "--limit", "2", "--base", str(gpt2_ref), "--json")
     assert code == 0, err
     assert {r["kind"] for r in json.loads(out)} == {"model", "adapter"}
+
+
+def test_a_rerun_reads_no_weight_file_again(
+    tmp_path: Path, suite_file: Path, gold_file: Path, gpt2_ref: Path, gpt2_variant_a: Path, reward_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import rlhf_eval.fingerprint as fingerprint
+
+    hashed: list[str] = []
+    real = fingerprint.sha256_file
+
+    def counting(path: Path, chunk_size: int = 1 << 22) -> str:
+        hashed.append(path.name)
+        return real(path, chunk_size)
+
+    monkeypatch.setattr(fingerprint, "sha256_file", counting)
+    db = tmp_path / "hash.duckdb"
+    args = [*base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file), "--limit", "2"]
+    assert run_cli("eval", str(gpt2_variant_a), *args)[0] == 0
+    assert "model.safetensors" in hashed  # policy, reference and reward model were hashed once
+    hashed.clear()
+    assert run_cli("eval", str(gpt2_variant_a), *args)[0] == 0
+    assert hashed == []  # (size, mtime) unchanged: digests come from file_hashes
