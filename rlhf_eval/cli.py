@@ -94,6 +94,18 @@ def jsonable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return clean
 
 
+def report_work(result: Any, db: str) -> None:
+    """One line on stderr saying what the evaluation computed (zeros on a cached rerun)."""
+    stats = result.stats
+    typer.echo(
+        f"evaluated {len(result.summary)} checkpoints in {len(result.runs)} runs: generated "
+        f"{stats.samples_generated} samples, {stats.kl_computed} KL, {stats.scores_computed} scores, "
+        f"{stats.features_computed} feature rows; {stats.null_scores} NaN/inf scores stored as NULL; "
+        f"waited {stats.lock_wait_seconds:.2f} s for readers -> {db}",
+        err=True,
+    )
+
+
 @app.command("eval")
 @domain_errors
 def eval_command(
@@ -157,14 +169,7 @@ def eval_command(
         progress=not no_progress and sys.stderr.isatty(),
     )
     result = evaluate(config)
-    stats = result.stats
-    typer.echo(
-        f"evaluated {len(result.summary)} checkpoints in {len(result.runs)} runs: generated "
-        f"{stats.samples_generated} samples, {stats.kl_computed} KL, {stats.scores_computed} scores, "
-        f"{stats.features_computed} feature rows; {stats.null_scores} NaN/inf scores stored as NULL; "
-        f"waited {stats.lock_wait_seconds:.2f} s for readers -> {db}",
-        err=True,
-    )
+    report_work(result, db)
     if as_json:
         print_json(jsonable(result.summary))
     else:
@@ -207,11 +212,12 @@ def demo_command(
     from rlhf_eval.demo import run_demo
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    rows = run_demo(Path(out), db, limit=limit, progress=sys.stderr.isatty())
+    result = run_demo(Path(out), db, limit=limit, progress=sys.stderr.isatty())
+    report_work(result, db)
     if as_json:
-        print_json(jsonable(rows))
+        print_json(jsonable(result.summary))
     else:
-        print_summary(rows)
+        print_summary(result.summary)
 
 
 def main() -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from rlhf_eval.errors import UserInputError
-from rlhf_eval.pipeline import EvalConfig, evaluate
+from rlhf_eval.pipeline import EvalConfig, EvalResult, evaluate
 
 
-def run_demo(out: Path, db: str, *, limit: int, progress: bool, samples: int = 2) -> list[dict[str, Any]]:
+def run_demo(out: Path, db: str, *, limit: int, progress: bool, samples: int = 2) -> EvalResult:
     """Build (or reuse) the demo checkpoints under ``out`` and evaluate them into ``db``."""
     from rlhf_eval.tiny import build_demo_checkpoints
 
@@ -38,4 +37,4 @@ def run_demo(out: Path, db: str, *, limit: int, progress: bool, samples: int = 2
         max_new_tokens=48,
         progress=progress,
     )
-    return evaluate(config).summary
+    return evaluate(config)
