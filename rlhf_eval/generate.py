@@ -159,6 +159,9 @@ class TransformersBackend:
         self.cache_kwarg = _cache_kwarg(model)
         forward_params = inspect.signature(model.forward).parameters
         self.keeps_logits = "logits_to_keep" in forward_params
+        # left padding shifts positions; models with position embeddings need them explicitly
+        # (ALiBi models such as BLOOM take none)
+        self.takes_positions = "position_ids" in forward_params
 
     def plan(self, requests: Sequence[GenerationRequest]) -> list[list[GenerationRequest]]:
         return plan_batches(requests, self.params.max_new_tokens, self.token_budget, self.max_batch)
@@ -172,8 +175,10 @@ class TransformersBackend:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         draws = torch.stack([uniforms(r.seed, steps) for r in batch])
         eos = torch.tensor(self.eos_ids, device=device)
-        extra = {"logits_to_keep": 1} if self.keeps_logits else {}
-        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+        extra: dict[str, Any] = {"logits_to_keep": 1} if self.keeps_logits else {}
+        if self.takes_positions:
+            extra["position_ids"] = positions
+        output = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
         next_position = positions[:, -1] + 1
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
         columns: list[torch.Tensor] = []
@@ -186,13 +191,10 @@ class TransformersBackend:
             if bool(finished.all()) or step == steps - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            output = self.model(
-                input_ids=token.unsqueeze(-1),
-                attention_mask=mask,
-                position_ids=next_position.unsqueeze(-1),
-                use_cache=True,
-                **{self.cache_kwarg: _output_cache(output)},
-            )
+            step_inputs: dict[str, Any] = {self.cache_kwarg: _output_cache(output)}
+            if self.takes_positions:
+                step_inputs["position_ids"] = next_position.unsqueeze(-1)
+            output = self.model(input_ids=token.unsqueeze(-1), attention_mask=mask, use_cache=True, **step_inputs)
             next_position = next_position + 1
         generated = torch.stack(columns, dim=1).cpu().tolist()
         return [self._finish(request, row) for request, row in zip(batch, generated, strict=True)]

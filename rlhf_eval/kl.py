@@ -113,9 +113,11 @@ def kl_from_logits(
 def _response_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
     """Logits at the last ``width + 1`` positions, minus the final one: those that predict the
     last ``width`` tokens of each left-padded row."""
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    extra = {"logits_to_keep": width + 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **extra).logits
+    accepted = inspect.signature(model.forward).parameters
+    extra: dict[str, Any] = {"logits_to_keep": width + 1} if "logits_to_keep" in accepted else {}
+    if "position_ids" in accepted:  # left padding shifts positions (ALiBi models take none)
+        extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, **extra).logits
     return logits[:, -(width + 1) : -1, :]
 
 

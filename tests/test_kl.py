@@ -141,3 +141,41 @@ def test_teacher_forcing_is_independent_of_batch_padding(eight_token_tokenizer, 
     alone = [estimate_kl(policy, ref, [item], SamplingParams(), pad_id=0)[0] for item in items]
     for a, b in zip(together, alone, strict=True):
         assert a.full == pytest.approx(b.full, abs=1e-5) and a.k1 == pytest.approx(b.k1, abs=1e-5)
+
+
+def tiny_arch(arch: str) -> torch.nn.Module:
+    from transformers import BloomConfig, BloomForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    if arch == "gpt2":
+        return tiny_lm(3, 6.0)
+    if arch == "llama":
+        config = LlamaConfig(vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                             num_key_value_heads=2, intermediate_size=16, max_position_embeddings=32,
+                             bos_token_id=EOS, eos_token_id=EOS, pad_token_id=0)  # fmt: skip
+        return LlamaForCausalLM(config).eval()
+    config = BloomConfig(vocab_size=8, hidden_size=8, n_layer=1, n_head=2, bos_token_id=EOS, eos_token_id=EOS,
+                         pad_token_id=0)  # fmt: skip
+    return BloomForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
+def test_a_sample_does_not_depend_on_its_batch(eight_token_tokenizer, arch: str) -> None:
+    """Left padding, positions (none for ALiBi models) and the per-sample draws make a sample the
+    same in a batch of mixed prompt lengths as alone: what exact resume relies on."""
+    model = tiny_arch(arch)
+    params = SamplingParams(max_new_tokens=5)
+    backend = TransformersBackend(model, eight_token_tokenizer, params)
+    prompts = [(3,), (3, 4, 5, 6, 7), (5, 5)]
+    requests = [
+        GenerationRequest(
+            f"s{i}", EncodedPrompt(Prompt(f"p{i}", i, text="x"), ids, False), 0, sample_seed(0, f"p{i}", 0)
+        )
+        for i, ids in enumerate(prompts)
+    ]
+    together = backend.generate(requests)
+    alone = [backend.generate([r])[0] for r in requests]
+    assert [s.token_ids for s in together] == [s.token_ids for s in alone]
+    items = [KLItem(s.request.sample_id, s.request.encoded.token_ids, s.token_ids) for s in together]
+    zero = estimate_kl(model, model, items, params, pad_id=0)
+    assert all(abs(e.full) < 1e-6 and abs(e.k1) < 1e-6 for e in zero)
