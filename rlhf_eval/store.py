@@ -312,8 +312,8 @@ class Store:
         """Write rows as one Parquet shard (atomically) for the next flush."""
         if not rows:
             return
-        _, schema = TABLES[table]
-        data = pa.Table.from_pylist(list(rows), schema=schema)
+        mode, schema = TABLES[table]
+        data = pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema)
         self.staging.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{table}.parquet"
         tmp = self.staging / (name + ".tmp")
@@ -355,16 +355,9 @@ class Store:
                 table = shard.stem.rsplit("-", 1)[-1]
                 mode, schema = TABLES[table]
                 data = pq.read_table(shard, schema=schema)
-                key = _primary_key(table)
                 view = f"shard_{index}"
                 con.register(view, data)
-                dedup = f"SELECT * FROM {view} QUALIFY row_number() OVER (PARTITION BY {key}) = 1"
-                if mode == REPLACE:
-                    dedup = (
-                        f"SELECT * EXCLUDE (_row) FROM (SELECT *, row_number() OVER () AS _row FROM {view}) "
-                        f"QUALIFY _row = max(_row) OVER (PARTITION BY {key})"
-                    )
-                con.execute(f"INSERT OR {mode} INTO {table} BY NAME {dedup}")
+                con.execute(f"INSERT OR {mode} INTO {table} BY NAME SELECT * FROM {view}")
                 con.unregister(view)
             con.execute("COMMIT")
         except duckdb.Error as exc:
@@ -408,5 +401,17 @@ _KEYS = {
 }
 
 
-def _primary_key(table: str) -> str:
-    return ", ".join(_KEYS[table])
+def unique_rows(table: str, mode: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key, as the table keeps them: the first (IGNORE) or the last (REPLACE).
+
+    >>> rows = [{"sample_id": "a", "scorer_id": "r", "value": 1.0}, {"sample_id": "a", "scorer_id": "r", "value": 2.0}]
+    >>> unique_rows("scores", IGNORE, rows)[0]["value"], unique_rows("scores", REPLACE, rows)[0]["value"]
+    (1.0, 2.0)
+    """
+    keys = _KEYS[table]
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row.get(k) for k in keys)
+        if mode == REPLACE or key not in kept:
+            kept[key] = row
+    return list(kept.values())
