@@ -1,0 +1,394 @@
+"""The sandbox's proxy reward model: a small classifier trained on few, noisy gold-labelled pairs.
+
+Real reward models are trained on a limited number of human comparisons, some of them wrong, and
+they pick up shortcuts that correlate with preference in their data but are not preference itself.
+The proxy reproduces that at toy scale:
+
+1. ``sample_pool`` draws a few responses per prompt from the base policy, with the harness's own
+   sampler (``rlhf_eval.generate.TransformersBackend``), so the proxy sees the base distribution.
+2. ``preference_pairs`` pairs two responses to the same prompt whose gold rewards differ
+   (``rlhf_eval.sandbox.gold.gold_reward``): chosen is the higher one, and each label is flipped
+   with probability ``label_noise``, like an annotator's mistakes.
+3. ``train_proxy`` trains a random-init ``GPT2ForSequenceClassification`` (one output) with TRL's
+   ``RewardTrainer`` (Bradley-Terry loss) on those pairs and saves it where ``--proxy DIR`` loads it.
+
+The annotator is simulated in ``preference_pairs``: with probability ``length_bias`` it prefers
+the longer response whatever gold says (human raters favour longer answers, a bias that real
+preference data and real RMs share), otherwise it follows gold, and then its label is flipped
+with probability ``label_noise``. The bias is needed for the length shortcut: among the tiny base
+policy's samples, gold alone slightly favours shorter answers (long samples carry more hedges and
+garbled facts; Spearman(gold, words) = -0.20 on 96 x 6 samples), and a proxy trained without the
+bias ends up with a slightly negative length correlation (-0.09, held-out accuracy 0.68). With the
+tiny preset (length_bias 0.4) the held-out accuracy is 0.59 and Spearman(proxy, words) is +0.29, so
+a policy optimized against the proxy can gain proxy reward by growing past the gold optimum:
+``length_correlation`` measures that shortcut, ``pairwise_accuracy`` the agreement with gold on
+held-out pairs.
+
+Inputs are formatted exactly as the harness scores them (``rlhf_eval.rewards.join_prompt_response``,
+the tokenizer's own special tokens and no end-of-sequence token added): the pairs are tokenized
+here and handed to the trainer as ``chosen_ids``/``rejected_ids``, because ``RewardTrainer`` would
+otherwise append ``<eos>`` to every text, which the scorer does not.
+
+>>> PROXY_PRESETS["tiny"].n_pairs, PROXY_PRESETS["tiny"].label_noise
+(400, 0.1)
+>>> spearman([1, 2, 3, 4], [10, 30, 20, 40])
+0.8
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf_eval.sandbox.base import library_versions, quiet_datasets
+from rlhf_eval.sandbox.world import World, prompts
+from rlhf_eval.tiny.training import one_thread, quiet_transformers
+
+#: The file, next to the weights, that records how a proxy was trained.
+PROXY_FILE = "proxy.json"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How to build a proxy: the base samples it learns from, its label noise, size and training."""
+
+    seed: int = 0
+    n_prompts: int = 64
+    samples_per_prompt: int = 6
+    n_pairs: int = 400
+    label_noise: float = 0.1
+    length_bias: float = 0.4
+    hidden_size: int = 32
+    num_layers: int = 1
+    num_heads: int = 2
+    max_positions: int = 128
+    steps: int = 150
+    learning_rate: float = 3e-3
+    batch_size: int = 16
+    max_new_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_noise <= 0.5:
+            raise ValueError(f"label_noise={self.label_noise}: use a flip probability in [0, 0.5]")
+        if not 0.0 <= self.length_bias <= 1.0:
+            raise ValueError(f"length_bias={self.length_bias}: use a probability in [0, 1]")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}")
+        if min(self.n_prompts, self.samples_per_prompt, self.n_pairs, self.steps, self.batch_size) < 1:
+            raise ValueError(f"{self}: n_prompts, samples_per_prompt, n_pairs, steps and batch_size must be >= 1")
+
+
+#: "tiny" is for tests (trains in a few seconds); "demo" is the demo's proxy.
+PROXY_PRESETS: dict[str, ProxyConfig] = {
+    "tiny": ProxyConfig(),
+    "demo": ProxyConfig(
+        n_prompts=160, samples_per_prompt=8, n_pairs=1200, hidden_size=64, num_layers=2, steps=400, learning_rate=2e-3
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A labelled comparison: two responses to ``prompt``; ``gold_margin`` is gold(chosen) - gold(rejected),
+    negative when the label was flipped."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    gold_margin: float
+
+
+def sample_pool(
+    policy_dir: Path | str,
+    world: World,
+    n_prompts: int,
+    samples_per_prompt: int,
+    seed: int = 0,
+    max_new_tokens: int = 48,
+) -> list[tuple[str, str]]:
+    """``samples_per_prompt`` responses to each of ``n_prompts`` prompts of ``world`` (``world.prompts``
+    with ``seed``), drawn from the policy in ``policy_dir`` with the harness's sampler (raw distribution,
+    one seed per sample from ``sample_seed``), as (prompt, response) in prompt then sample order."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf_eval.generate import GenerationRequest, TransformersBackend, encode_prompts
+    from rlhf_eval.records import Prompt
+    from rlhf_eval.sampling import SamplingParams, sample_seed
+
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(policy_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(policy_dir), use_safetensors=True).eval()
+    texts = prompts(world, n_prompts, seed=seed)
+    records = [Prompt(prompt_id=f"p{i}", index=i, text=text) for i, text in enumerate(texts)]
+    encoded = encode_prompts(records, tokenizer, max_prompt_tokens=64)
+    requests = [
+        GenerationRequest(f"{e.prompt.prompt_id}-{k}", e, k, sample_seed(seed, e.prompt.prompt_id, k))
+        for e in encoded
+        for k in range(samples_per_prompt)
+    ]
+    backend = TransformersBackend(model, tokenizer, SamplingParams(max_new_tokens=max_new_tokens))
+    texts_by_id: dict[str, str] = {}
+    with one_thread():
+        for batch in backend.plan(requests):
+            for sample in backend.generate(batch):
+                texts_by_id[sample.request.sample_id] = sample.text
+    return [(texts[r.encoded.prompt.index], texts_by_id[r.sample_id]) for r in requests]
+
+
+def split_by_prompt(
+    pool: Sequence[tuple[str, str]], held_out_fraction: float, seed: int = 0
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Split a pool into (train, held-out) by prompt text, so no held-out prompt is seen in training.
+
+    >>> train, held = split_by_prompt([("a", "x"), ("a", "y"), ("b", "z")], 0.5)
+    >>> sorted({p for p, _ in train} | {p for p, _ in held}), {p for p, _ in train} & {p for p, _ in held}
+    (['a', 'b'], set())
+    """
+    distinct = sorted({prompt for prompt, _ in pool})
+    random.Random(seed).shuffle(distinct)
+    held = set(distinct[: round(len(distinct) * held_out_fraction)])
+    return [row for row in pool if row[0] not in held], [row for row in pool if row[0] in held]
+
+
+def preference_pairs(
+    pool: Sequence[tuple[str, str]],
+    world_seed: int,
+    n_pairs: int,
+    label_noise: float = 0.0,
+    seed: int = 0,
+    length_bias: float = 0.0,
+) -> list[Pair]:
+    """Up to ``n_pairs`` pairs of distinct responses to the same prompt with different gold reward,
+    drawn at random (without replacement) from every such pair in ``pool``, labelled by a simulated
+    annotator: with probability ``length_bias`` it prefers the longer response (in words; on a tie
+    in length it goes by gold), otherwise the one with the higher gold; then each label is swapped
+    with probability ``label_noise``.
+
+    >>> pool = [("explain mars", ""), ("explain mars", "mars has two moons"), ("explain mars", "i must decline")]
+    >>> [(p.chosen, p.rejected, p.gold_margin) for p in preference_pairs(pool, 0, 1, seed=1)]
+    [('', 'i must decline', 3.0)]
+    """
+    from rlhf_eval.sandbox.gold import gold_reward
+
+    if not (0.0 <= label_noise <= 1.0 and 0.0 <= length_bias <= 1.0):
+        raise ValueError(f"label_noise={label_noise}, length_bias={length_bias}: use probabilities in [0, 1]")
+    responses: dict[str, list[str]] = defaultdict(list)
+    for prompt, response in pool:
+        if response not in responses[prompt]:
+            responses[prompt].append(response)
+    candidates: list[Pair] = []
+    for prompt, texts in responses.items():
+        golds = gold_reward([prompt] * len(texts), texts, world_seed=world_seed)
+        for i in range(len(texts)):
+            for j in range(i + 1, len(texts)):
+                if golds[i] == golds[j]:
+                    continue
+                hi, lo = (i, j) if golds[i] > golds[j] else (j, i)
+                candidates.append(Pair(prompt, texts[hi], texts[lo], golds[hi] - golds[lo]))
+    rng = random.Random(seed)
+    labelled = []
+    for pair in rng.sample(candidates, min(n_pairs, len(candidates))):
+        swap = rng.random() < length_bias and len(pair.rejected.split()) > len(pair.chosen.split())
+        swap ^= rng.random() < label_noise
+        labelled.append(Pair(pair.prompt, pair.rejected, pair.chosen, -pair.gold_margin) if swap else pair)
+    return labelled
+
+
+def encode_for_scoring(tokenizer: Any, prompt: str, response: str) -> list[int]:
+    """Token ids of a (prompt, response) pair as the harness's reward-model scorer builds them
+    for a tokenizer without a chat template."""
+    from rlhf_eval.rewards import join_prompt_response
+
+    return list(tokenizer(join_prompt_response(prompt, response))["input_ids"])
+
+
+def random_classifier(config: ProxyConfig, tokenizer: Any) -> Any:
+    """A random-init one-output GPT-2 sequence classifier over the tokenizer's vocabulary (seeded)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, set_seed
+
+    set_seed(config.seed)
+    model_config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=config.hidden_size,
+        n_layer=config.num_layers,
+        n_head=config.num_heads,
+        n_positions=config.max_positions,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model_config.num_labels = 1  # one output: the reward
+    return GPT2ForSequenceClassification(model_config)
+
+
+def train_proxy(
+    out_dir: Path | str,
+    tokenizer_dir: Path | str,
+    pairs: Sequence[Pair],
+    config: ProxyConfig | None = None,
+    *,
+    held_out: Sequence[Pair] = (),
+) -> Path:
+    """Train the proxy on ``pairs`` with TRL's ``RewardTrainer`` (fp32 on the CPU, constant learning
+    rate after a 10% warmup) and save it into ``out_dir`` with the tokenizer of ``tokenizer_dir``
+    and ``proxy.json`` (config, pair counts, training losses and accuracies, time, versions, and,
+    when ``held_out`` pairs are given, the held-out pairwise accuracy and length correlation)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import RewardConfig, RewardTrainer
+
+    if not pairs:
+        raise ValueError("no preference pairs to train the proxy on")
+    config = PROXY_PRESETS["tiny"] if config is None else config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    rows = [
+        {
+            "chosen_ids": encode_for_scoring(tokenizer, p.prompt, p.chosen)[-config.max_positions :],
+            "rejected_ids": encode_for_scoring(tokenizer, p.prompt, p.rejected)[-config.max_positions :],
+        }
+        for p in pairs
+    ]
+    with quiet_transformers(), quiet_datasets(), one_thread(), tempfile.TemporaryDirectory() as scratch:
+        model = random_classifier(config, tokenizer)
+        args = RewardConfig(
+            output_dir=scratch,
+            max_steps=config.steps,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="constant_with_warmup",
+            warmup_steps=max(1, config.steps // 10),
+            logging_steps=max(1, config.steps // 10),
+            seed=config.seed,
+            data_seed=config.seed,
+            max_length=None,
+            pad_to_multiple_of=None,
+            gradient_checkpointing=False,
+            save_strategy="no",
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        trainer = RewardTrainer(
+            model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        model.eval()
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+    log = [
+        {"step": int(row["step"]), "loss": float(row["loss"]), "accuracy": float(row.get("accuracy", math.nan))}
+        for row in trainer.state.log_history
+        if "loss" in row
+    ]
+    metrics: dict[str, Any] = {
+        "n_pairs": len(pairs),
+        "noisy_pairs": sum(1 for p in pairs if p.gold_margin < 0),
+        "train_log": log,
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+    if held_out:
+        metrics["held_out_pairs"] = len(held_out)
+        metrics["held_out_accuracy"] = pairwise_accuracy(out, held_out)
+        metrics["held_out_length_correlation"] = length_correlation(out, pool_of(held_out))
+    record = {"config": asdict(config), "metrics": metrics, "versions": library_versions()}
+    (out / PROXY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def pool_of(pairs: Sequence[Pair]) -> list[tuple[str, str]]:
+    """The distinct (prompt, response) rows of some pairs, in first-seen order.
+
+    >>> pool_of([Pair("q", "a", "b", 1.0), Pair("q", "b", "c", 1.0)])
+    [('q', 'a'), ('q', 'b'), ('q', 'c')]
+    """
+    rows = [(p.prompt, text) for p in pairs for text in (p.chosen, p.rejected)]
+    return list(dict.fromkeys(rows))
+
+
+def proxy_scores(rm_dir: Path | str, pool: Sequence[tuple[str, str]]) -> list[float]:
+    """The proxy's score of each (prompt, response), through the harness's ``build_scorer``."""
+    from rlhf_eval.models import LoadOptions
+    from rlhf_eval.records import Prompt
+    from rlhf_eval.rewards import build_scorer
+
+    scorer = build_scorer(str(rm_dir), LoadOptions())
+    records = [Prompt(prompt_id=f"q{i}", index=i, text=prompt) for i, (prompt, _) in enumerate(pool)]
+    with quiet_transformers(), one_thread():
+        values = scorer.score(records, [response for _, response in pool])
+    if any(v is None for v in values):
+        raise ValueError(f"{rm_dir}: the proxy returned a non-finite score")
+    return [float(v) for v in values if v is not None]
+
+
+def pairwise_accuracy(rm_dir: Path | str, pairs: Sequence[Pair]) -> float:
+    """Fraction of ``pairs`` that the proxy orders as gold does (by the sign of ``gold_margin``, so a
+    flipped label counts against its stated ``chosen``); a tie in proxy score counts one half."""
+    if not pairs:
+        raise ValueError("no pairs to measure the proxy's accuracy on")
+    rows = pool_of(pairs)
+    scores = dict(zip(rows, proxy_scores(rm_dir, rows), strict=True))
+    hits = 0.0
+    for p in pairs:
+        diff = scores[(p.prompt, p.chosen)] - scores[(p.prompt, p.rejected)]
+        hits += 0.5 if diff == 0 else float((diff > 0) == (p.gold_margin > 0))
+    return hits / len(pairs)
+
+
+def length_correlation(rm_dir: Path | str, pool: Sequence[tuple[str, str]]) -> float:
+    """Spearman correlation between the proxy's score and the response's word count over ``pool``."""
+    return spearman(proxy_scores(rm_dir, pool), [len(response.split()) for _, response in pool])
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing their mean rank.
+
+    >>> average_ranks([3.0, 1.0, 3.0])
+    [2.5, 1.0, 2.5]
+    """
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson on average ranks); NaN when either side is constant."""
+    if len(xs) != len(ys):
+        raise ValueError(f"{len(xs)} values against {len(ys)}")
+    rx, ry = average_ranks(xs), average_ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else math.nan
+
+
+def read_proxy_record(rm_dir: Path | str) -> dict[str, Any]:
+    """The ``proxy.json`` that ``train_proxy`` wrote into ``rm_dir``."""
+    path = Path(rm_dir) / PROXY_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: train the proxy with train_proxy first")
+    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return record
