@@ -117,22 +117,36 @@ def build_tokenizer(world: World, out_dir: Path | str, corpus_size: int = 2000, 
     return out
 
 
-def random_policy(config: BaseConfig, tokenizer: Any) -> Any:
-    """A random-init causal LM of the config's size over the tokenizer's vocabulary (seeded)."""
-    from transformers import GPT2Config, GPT2LMHeadModel, set_seed
+def gpt2_config(tokenizer: Any, *, hidden_size: int, num_layers: int, num_heads: int, max_positions: int) -> Any:
+    """A GPT-2 config over the tokenizer's vocabulary, with its EOS as BOS and its pad id."""
+    from transformers import GPT2Config
 
-    set_seed(config.seed)
-    model_config = GPT2Config(
+    return GPT2Config(
         vocab_size=len(tokenizer),
-        n_embd=config.hidden_size,
-        n_layer=config.num_layers,
-        n_head=config.num_heads,
-        n_positions=config.max_positions,
+        n_embd=hidden_size,
+        n_layer=num_layers,
+        n_head=num_heads,
+        n_positions=max_positions,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return GPT2LMHeadModel(model_config)
+
+
+def random_policy(config: BaseConfig, tokenizer: Any) -> Any:
+    """A random-init causal LM of the config's size over the tokenizer's vocabulary (seeded)."""
+    from transformers import GPT2LMHeadModel, set_seed
+
+    set_seed(config.seed)
+    return GPT2LMHeadModel(
+        gpt2_config(
+            tokenizer,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            max_positions=config.max_positions,
+        )
+    )
 
 
 def training_losses(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_eval.sandbox.base import library_versions, quiet_datasets
+from rlhf_eval.sandbox.base import gpt2_config, library_versions, quiet_datasets
 from rlhf_eval.sandbox.world import World, prompts
 from rlhf_eval.tiny.training import one_thread, quiet_transformers
 
@@ -212,18 +212,15 @@ def encode_for_scoring(tokenizer: Any, prompt: str, response: str) -> list[int]:
 
 def random_classifier(config: ProxyConfig, tokenizer: Any) -> Any:
     """A random-init one-output GPT-2 sequence classifier over the tokenizer's vocabulary (seeded)."""
-    from transformers import GPT2Config, GPT2ForSequenceClassification, set_seed
+    from transformers import GPT2ForSequenceClassification, set_seed
 
     set_seed(config.seed)
-    model_config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_embd=config.hidden_size,
-        n_layer=config.num_layers,
-        n_head=config.num_heads,
-        n_positions=config.max_positions,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    model_config = gpt2_config(
+        tokenizer,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        max_positions=config.max_positions,
     )
     model_config.num_labels = 1  # one output: the reward
     return GPT2ForSequenceClassification(model_config)
