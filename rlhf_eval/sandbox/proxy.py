@@ -389,3 +389,21 @@ def read_proxy_record(rm_dir: Path | str) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} not found: train the proxy with train_proxy first")
     record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return record
+
+
+#: Prompts kept out of the proxy's training pairs to measure its held-out accuracy.
+HELD_OUT_PROMPTS = 32
+
+
+def build_proxy(out_dir: Path | str, base_dir: Path | str, world: World, config: ProxyConfig | None = None) -> Path:
+    """Build the proxy of ``world`` from the base policy in ``base_dir`` into ``out_dir``: sample a
+    pool of ``config.n_prompts + HELD_OUT_PROMPTS`` prompts, split it by prompt, label
+    ``config.n_pairs`` training pairs with the simulated annotator and train on them; the held-out
+    prompts' pairs (gold labels, no bias or noise) measure its accuracy in ``proxy.json``."""
+    config = PROXY_PRESETS["tiny"] if config is None else config
+    n_prompts = config.n_prompts + HELD_OUT_PROMPTS
+    pool = sample_pool(base_dir, world, n_prompts, config.samples_per_prompt, config.seed, config.max_new_tokens)
+    train, held = split_by_prompt(pool, HELD_OUT_PROMPTS / n_prompts, seed=config.seed)
+    pairs = preference_pairs(train, world.seed, config.n_pairs, config.label_noise, config.seed, config.length_bias)
+    held_pairs = preference_pairs(held, world.seed, 10**6, 0.0, seed=config.seed + 1)
+    return train_proxy(out_dir, base_dir, pairs, config, held_out=held_pairs)

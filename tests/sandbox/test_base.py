@@ -41,11 +41,6 @@ def world() -> World:
 
 
 @pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, world: World) -> Path:
-    return build_base_policy(tmp_path_factory.mktemp("base") / "tiny", world, BASE_PRESETS["tiny"])
-
-
-@pytest.fixture(scope="module")
 def samples(tiny_base: Path, world: World) -> list[GeneratedSample]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,6 +1,6 @@
 """The sandbox's proxy reward model: its pairs, its training with TRL, and its flaws as the harness measures them.
 
-One module-scoped fixture builds the tiny base policy, samples a pool from it, splits the pool by
+One module-scoped fixture takes the session's tiny base policy, samples a pool from it, splits the pool by
 prompt and trains the tiny proxy on pairs from the training prompts; the held-out prompts' pairs
 (gold labels, no noise) measure it.
 """
@@ -17,9 +17,9 @@ import pytest
 from rlhf_eval.models import LoadOptions
 from rlhf_eval.records import Prompt
 from rlhf_eval.rewards import build_scorer
-from rlhf_eval.sandbox.base import BASE_PRESETS, build_base_policy
 from rlhf_eval.sandbox.gold import gold_reward
 from rlhf_eval.sandbox.proxy import (
+    HELD_OUT_PROMPTS,
     PROXY_FILE,
     PROXY_PRESETS,
     Pair,
@@ -34,7 +34,6 @@ from rlhf_eval.sandbox.proxy import (
 )
 from rlhf_eval.sandbox.world import build_world, corpus
 
-HELD_OUT_PROMPTS = 32
 #: The thresholds the tiny proxy must meet (measured: accuracy 0.59, length Spearman 0.29).
 MIN_ACCURACY = 0.55
 MIN_LENGTH_CORRELATION = 0.0
@@ -50,11 +49,11 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Built:
     config = PROXY_PRESETS["tiny"]
     world = build_world(0)
     root = tmp_path_factory.mktemp("proxy")
-    base = build_base_policy(root / "base", world, BASE_PRESETS["tiny"])
+    base = tiny_base
     n_prompts = config.n_prompts + HELD_OUT_PROMPTS
     pool = sample_pool(base, world, n_prompts, config.samples_per_prompt, config.seed, config.max_new_tokens)
     train, held = split_by_prompt(pool, HELD_OUT_PROMPTS / n_prompts, seed=config.seed)
