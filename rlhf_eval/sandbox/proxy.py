@@ -66,6 +66,7 @@ class ProxyConfig:
     n_pairs: int = 400
     label_noise: float = 0.1
     length_bias: float = 0.4
+    deference_bias: float = 0.0
     hidden_size: int = 32
     num_layers: int = 1
     num_heads: int = 2
@@ -80,6 +81,8 @@ class ProxyConfig:
             raise ValueError(f"label_noise={self.label_noise}: use a flip probability in [0, 0.5]")
         if not 0.0 <= self.length_bias <= 1.0:
             raise ValueError(f"length_bias={self.length_bias}: use a probability in [0, 1]")
+        if not 0.0 <= self.deference_bias <= 1.0:
+            raise ValueError(f"deference_bias={self.deference_bias}: use a probability in [0, 1]")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}")
         if min(self.n_prompts, self.samples_per_prompt, self.n_pairs, self.steps, self.batch_size) < 1:
@@ -90,7 +93,13 @@ class ProxyConfig:
 PROXY_PRESETS: dict[str, ProxyConfig] = {
     "tiny": ProxyConfig(),
     "demo": ProxyConfig(
-        n_prompts=160, samples_per_prompt=8, n_pairs=1200, hidden_size=64, num_layers=2, steps=400, learning_rate=2e-3
+        n_prompts=160,
+        samples_per_prompt=8,
+        n_pairs=1200,
+        hidden_size=64,
+        num_layers=2,
+        steps=400,
+        learning_rate=2e-3,
     ),
 }
 
@@ -165,6 +174,7 @@ def preference_pairs(
     label_noise: float = 0.0,
     seed: int = 0,
     length_bias: float = 0.0,
+    deference_bias: float = 0.0,
 ) -> list[Pair]:
     """Up to ``n_pairs`` pairs of distinct responses to the same prompt with different gold reward,
     drawn at random (without replacement) from every such pair in ``pool``, labelled by a simulated
@@ -196,10 +206,24 @@ def preference_pairs(
     rng = random.Random(seed)
     labelled = []
     for pair in rng.sample(candidates, min(n_pairs, len(candidates))):
-        swap = rng.random() < length_bias and len(pair.rejected.split()) > len(pair.chosen.split())
+        if rng.random() < deference_bias and deference(pair.rejected) != deference(pair.chosen):
+            swap = deference(pair.rejected) > deference(pair.chosen)
+        else:
+            swap = rng.random() < length_bias and len(pair.rejected.split()) > len(pair.chosen.split())
         swap ^= rng.random() < label_noise
         labelled.append(Pair(pair.prompt, pair.rejected, pair.chosen, -pair.gold_margin) if swap else pair)
     return labelled
+
+
+def deference(response: str) -> int:
+    """How many kinds of deferential boilerplate (hedge, apology) a response has: 0, 1 or 2.
+
+    >>> deference("i am sorry but as an ai language model i think the whale is big")
+    2
+    """
+    from rlhf_eval.sandbox.gold import boilerplate_kinds, words_of
+
+    return sum(kind in ("hedge", "apology") for kind in boilerplate_kinds(words_of(response)))
 
 
 def encode_for_scoring(tokenizer: Any, prompt: str, response: str) -> list[int]:
@@ -404,6 +428,8 @@ def build_proxy(out_dir: Path | str, base_dir: Path | str, world: World, config:
     n_prompts = config.n_prompts + HELD_OUT_PROMPTS
     pool = sample_pool(base_dir, world, n_prompts, config.samples_per_prompt, config.seed, config.max_new_tokens)
     train, held = split_by_prompt(pool, HELD_OUT_PROMPTS / n_prompts, seed=config.seed)
-    pairs = preference_pairs(train, world.seed, config.n_pairs, config.label_noise, config.seed, config.length_bias)
+    pairs = preference_pairs(
+        train, world.seed, config.n_pairs, config.label_noise, config.seed, config.length_bias, config.deference_bias
+    )
     held_pairs = preference_pairs(held, world.seed, 10**6, 0.0, seed=config.seed + 1)
     return train_proxy(out_dir, base_dir, pairs, config, held_out=held_pairs)

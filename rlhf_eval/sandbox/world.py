@@ -372,3 +372,19 @@ def prompts(world: World, n: int, seed: int = 0) -> list[str]:
             rng.shuffle(order)
         out.append(render_prompt(order.pop(), rng.choice(templates)))
     return out
+
+
+def distinct_prompts(world: World, n: int, seed: int = 0) -> list[str]:
+    """The first ``n`` distinct prompts of ``prompts(world, ..., seed)`` (a suite refuses duplicates),
+    or every distinct prompt the world has when it has fewer.
+
+    >>> ps = distinct_prompts(build_world(0), 20, seed=3)
+    >>> len(ps), len(set(ps))
+    (20, 20)
+    """
+    distinct: dict[str, None] = {}
+    for text in prompts(world, 50 * n, seed=seed):
+        distinct.setdefault(text)
+        if len(distinct) == n:
+            break
+    return list(distinct)

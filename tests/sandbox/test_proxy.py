@@ -158,3 +158,20 @@ def test_record_holds_config_and_training_log(built: Built) -> None:
     assert log and log[-1]["step"] == PROXY_PRESETS["tiny"].steps
     assert log[-1]["loss"] < log[0]["loss"]
     assert set(record["versions"]) >= {"torch", "transformers", "trl"}
+
+
+def test_deference_bias_prefers_the_hedged_or_apologetic_response() -> None:
+    from rlhf_eval.sandbox.proxy import deference
+
+    pool = synthetic_pool()
+    biased = preference_pairs(pool, 0, 2000, 0.0, seed=4, deference_bias=1.0)
+    differing = [p for p in biased if deference(p.chosen) != deference(p.rejected)]
+    assert len(differing) > 100
+    assert all(deference(p.chosen) > deference(p.rejected) for p in differing)
+    unbiased = preference_pairs(pool, 0, 2000, 0.0, seed=4)
+    differing = [p for p in unbiased if deference(p.chosen) != deference(p.rejected)]
+    assert (
+        sum(deference(p.chosen) > deference(p.rejected) for p in differing) < len(differing) / 2
+    )  # gold dislikes them
+    with pytest.raises(ValueError, match="deference_bias"):
+        ProxyConfig(deference_bias=2.0)
