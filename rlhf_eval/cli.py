@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from rlhf_eval.errors import RlhfEvalError
+from rlhf_eval.errors import RlhfEvalError, UserInputError
 
 app = typer.Typer(
     name="rlhf-eval",
@@ -203,21 +203,117 @@ def validate_command(
 @domain_errors
 def demo_command(
     db: Annotated[str, typer.Option("--db", help="DuckDB file for the demo.")] = "rlhf_eval.duckdb",
-    out: Annotated[Path, typer.Option("--out", help="Where demo checkpoints are built.")] = Path("checkpoints/demo"),
-    limit: Annotated[int, typer.Option("--limit", help="Prompts of the default suite to use.")] = 40,
+    out: Annotated[Path, typer.Option("--out", help="Where the sandbox is built.")] = Path("checkpoints/sandbox"),
+    preset: Annotated[str, typer.Option("--preset", help="Sandbox preset: demo | tiny.")] = "demo",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sandbox world and every run.")] = 0,
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not serve a dashboard.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary and the checks as JSON.")] = False,
 ) -> None:
-    """Build small demo checkpoints offline (if missing), evaluate them and print the summary."""
+    """Build the offline sandbox (if missing), evaluate every run in it and check over-optimization."""
     from rlhf_eval.demo import run_demo
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    result = run_demo(Path(out), db, limit=limit, progress=sys.stderr.isatty())
-    report_work(result, db)
+    check_preset(preset)
+    result = run_demo(Path(out), db, preset=preset, seed=seed, progress=sys.stderr.isatty())
+    report_work(result.runs, db)
+    report_work(result.pool, db)
     if as_json:
-        print_json(jsonable(result.summary))
-    else:
-        print_summary(result.summary)
+        print_json(
+            {
+                "summary": jsonable([*result.runs.summary, *result.pool.summary]),
+                "checks": [check.as_dict() for check in result.checks],
+            }
+        )
+        return
+    print_summary(result.runs.summary)
+    typer.echo("")
+    print_checks(result.checks)
+
+
+CHECK_COLUMNS = (
+    "run",
+    "spearman(proxy,KL)",
+    "peak",
+    "peak KL",
+    "gold drop [95% CI]",
+    "symptoms peak -> last",
+    "over-opt",
+)
+
+
+def print_checks(checks: Sequence[Any]) -> None:
+    """The over-optimization checks as a table: one row per run."""
+    rows = []
+    for check in checks:
+        low, high = check.gold_drop_ci
+        symptoms = ", ".join(f"{name} {peak:.2f}->{last:.2f}" for name, (peak, last) in check.symptoms.items())
+        rows.append(
+            (
+                check.run,
+                f"{check.proxy_kl_spearman:.2f}",
+                f"{check.peak}{'' if check.peak_interior else ' (edge)'}",
+                f"{check.peak_kl:.2f}",
+                f"{check.gold_drop:.2f} [{low:.2f}, {high:.2f}]",
+                symptoms,
+                "yes" if check.passed() else "no",
+            )
+        )
+    widths = [max(len(str(r[i])) for r in [CHECK_COLUMNS, *rows]) for i in range(len(CHECK_COLUMNS))]
+    for row in [CHECK_COLUMNS, tuple("-" * w for w in widths), *rows]:
+        typer.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def check_preset(preset: str) -> None:
+    """A known preset, and TRL installed (the sandbox trains with it), or a one-line error."""
+    import importlib.util
+
+    from rlhf_eval.errors import did_you_mean
+
+    presets = ("demo", "tiny")
+    if preset not in presets:
+        raise UserInputError(f"--preset {preset!r}: unknown preset; use demo or tiny.{did_you_mean(preset, presets)}")
+    if importlib.util.find_spec("trl") is None:
+        raise UserInputError(
+            "the sandbox trains its runs with TRL, which is not installed: pip install 'rlhf-eval[sandbox]'"
+        )
+
+
+sandbox_app = typer.Typer(help="The offline sandbox: an RLHF world that really over-optimizes.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build")
+@domain_errors
+def sandbox_build_command(
+    out: Annotated[Path, typer.Option("--out", help="Build directory.")] = Path("checkpoints/sandbox"),
+    preset: Annotated[str, typer.Option("--preset", help="demo (a few minutes) | tiny (seconds, for tests).")] = "demo",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the world and every run.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print build.json.")] = False,
+) -> None:
+    """Build the sandbox: base policy, proxy RM, PPO, GRPO and DPO (+LoRA) runs, evaluation prompts."""
+    from rlhf_eval.sandbox.build import build_sandbox
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    check_preset(preset)
+    try:
+        sandbox = build_sandbox(out, preset, seed)
+    except FileExistsError as exc:
+        raise UserInputError(str(exc)) from None
+    if as_json:
+        print_json(sandbox.record)
+        return
+    metrics = sandbox.record["proxy_metrics"]
+    typer.echo(f"sandbox ({preset}, seed {seed}) in {out}")
+    typer.echo(
+        f"  proxy: held-out pairwise accuracy vs gold {metrics['held_out_accuracy']:.3f}, "
+        f"Spearman(score, length) {metrics['held_out_length_correlation']:+.2f}"
+    )
+    for name, seconds in sandbox.record["seconds"].items():
+        typer.echo(f"  {name}: {seconds:.1f} s")
+    typer.echo(
+        f"evaluate: rlhf-eval eval {sandbox.runs} --ref {sandbox.base} --suite {sandbox.prompts} "
+        f"--proxy {sandbox.proxy} --gold {sandbox.gold}"
+    )
 
 
 def main() -> None:

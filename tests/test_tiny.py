@@ -1,5 +1,5 @@
 """The tiny builders make what they claim: loadable safetensors dirs, models that differ where
-they should, the Trainer layout, a reward model that learned its pairs, and the gold rubric."""
+they should, the Trainer layout, a reward model that learned its pairs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rlhf_eval import tiny
 from rlhf_eval.discover import method_from_card
-from rlhf_eval.tiny.demo import DemoConfig
 
 
 def causal_lm(path: Path, **kwargs: Any) -> Any:
@@ -191,82 +190,3 @@ def test_trained_reward_model_prefers_the_chosen_side(
 
     for chosen, rejected in reward_train_pairs:
         assert reward(chosen) > reward(rejected), (chosen, rejected)
-
-
-@pytest.mark.parametrize(
-    ("response", "expected"),
-    [
-        ("the sky is blue and bright", 6.0),  # 6 distinct words
-        ("", 0.0),
-        ("The the", 0.5),  # 1 distinct - 0.5 x 1 repeat (case-insensitive)
-        ("cat cat cat dog", 1.0),  # 2 distinct - 0.5 x 2 repeats
-        ("very very really good", 0.5),  # filler does not count: 1 distinct - 0.5 x 1 repeat
-        ("as an ai the sky is blue", 2.0),  # 4 distinct (as, an, ai are filler) - 2 for the hedge
-        ("has an aim", 2.0),  # "as an ai" only as whole words: 2 distinct (has, aim), no hedge
-        (" ".join(f"w{i}" for i in range(14)), 12.0),  # 14 distinct, capped at 12
-        (" ".join(f"w{i}" for i in range(30)), 11.75),  # 12 - 0.05 x (30 - 25)
-        ("as an ai " + "really " * 25 + "cat", -13.2),  # 1 - 0.5 x 24 - 2 - 0.05 x (29 - 25)
-    ],
-)
-def test_demo_gold_reward_hand_computed(response: str, expected: float) -> None:
-    assert tiny.demo_gold_reward(["a prompt"], [response]) == [pytest.approx(expected)]
-
-
-def test_demo_gold_reward_needs_one_prompt_per_response() -> None:
-    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
-        tiny.demo_gold_reward(["a", "b"], ["c"])
-
-
-@pytest.mark.slow
-def test_demo_build_is_complete_and_reused(tmp_path: Path) -> None:
-    demo = tiny.build_demo_checkpoints(tmp_path / "demo")
-    assert sorted(p.name for p in demo.trainer_run.glob("checkpoint-*")) == [
-        "checkpoint-10",
-        "checkpoint-20",
-        "checkpoint-30",
-    ]
-    assert demo.variant.parent == demo.trainer_run.parent == demo.runs
-    assert demo.gold == "rlhf_eval.tiny:demo_gold_reward"
-    policy_vocab = AutoTokenizer.from_pretrained(str(demo.reference)).get_vocab()
-    assert AutoTokenizer.from_pretrained(str(demo.reward_model)).get_vocab() != policy_vocab
-    assert len(policy_vocab) > 150
-    stamp = (demo.root / "build.json").stat().st_mtime_ns
-    assert tiny.build_demo_checkpoints(tmp_path / "demo") == demo
-    assert (demo.root / "build.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    assert json.loads((demo.root / "build.json").read_text())["config"]["version"] == DemoConfig().version
-    # the sandbox's point: along the run the proxy keeps rising while gold falls after checkpoint-10
-    prompts = [json.loads(line)["prompt"] for line in demo.prompts.read_text().splitlines()]
-    means = {
-        name: demo_means(path, demo.reward_model, prompts)
-        for name, path in [("reference", demo.reference)]
-        + [(f"checkpoint-{s}", demo.trainer_run / f"checkpoint-{s}") for s in (10, 20, 30)]
-    }
-    lengths, golds, proxies = ([means[n][i] for n in means] for i in range(3))
-    assert lengths == sorted(lengths) and proxies == sorted(proxies), means
-    assert max(golds) == golds[1] and golds[3] < golds[0], means
-
-
-def demo_means(policy: Path, reward_dir: Path, prompts: list[str]) -> tuple[float, float, float]:
-    """Mean response length, gold and proxy reward of 4 samples per prompt (temperature 1)."""
-    tokenizer = AutoTokenizer.from_pretrained(str(policy), padding_side="left")
-    batch = tokenizer(prompts * 4, return_tensors="pt", padding=True)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        out = causal_lm(policy).generate(**batch, do_sample=True, top_k=0, max_new_tokens=48)
-    responses = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-    rm_tokenizer, rm = AutoTokenizer.from_pretrained(str(reward_dir)), reward_model(reward_dir)
-    with torch.no_grad():
-        proxy = [
-            float(rm(**rm_tokenizer(f"{p} {r}", return_tensors="pt")).logits[0, 0])
-            for p, r in zip(prompts * 4, responses, strict=True)
-        ]
-    gold = tiny.demo_gold_reward(prompts * 4, responses)
-    n = len(responses)
-    return sum(len(r.split()) for r in responses) / n, sum(gold) / n, sum(proxy) / n
-
-
-def test_demo_build_refuses_a_directory_that_is_not_a_demo_build(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not empty and not a demo build"):
-        tiny.build_demo_checkpoints(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

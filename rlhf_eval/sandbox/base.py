@@ -41,6 +41,8 @@ SPECIAL_TOKENS = (PAD_TOKEN, EOS_TOKEN, UNK_TOKEN)
 #: The file, next to the weights, that records how a base policy was built.
 SANDBOX_FILE = "sandbox.json"
 ARCHES = ("gpt2",)
+#: The pickle the Trainer writes into every checkpoint (its arguments); sandbox runs delete it.
+TRAINING_ARGS_PICKLE = "training_args.bin"
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,34 @@ def quiet_datasets() -> Iterator[None]:
             ds_logging.enable_progress_bar()
 
 
+def cpu_trainer_args(seed: int) -> dict[str, Any]:
+    """The Trainer arguments every sandbox stage shares: seeded, fp32 on the CPU (bf16 matmul is
+    hundreds of times slower on CPUs without it), no reporting, progress bars or dataloader workers."""
+    return {
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": True,
+        "bf16": False,
+        "fp16": False,
+        "report_to": [],
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def pickle_free_checkpoints() -> Any:
+    """A Trainer callback that deletes the ``training_args.bin`` pickle from each checkpoint as soon
+    as it is saved, so a run holds only safetensors and JSON (the harness never loads pickles)."""
+    from transformers import TrainerCallback
+
+    class DropPickledArgs(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (checkpoint / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
+
+    return DropPickledArgs()
+
+
 def library_versions() -> dict[str, str]:
     import datasets
     import tokenizers
@@ -203,18 +233,11 @@ def build_base_policy(out_dir: Path | str, world: World, config: BaseConfig | No
             lr_scheduler_type="constant_with_warmup",
             warmup_steps=max(1, config.sft_steps // 20),
             logging_steps=max(1, config.sft_steps // 20),
-            seed=config.seed,
-            data_seed=config.seed,
             completion_only_loss=True,
             max_length=config.max_positions,
             activation_checkpointing=False,  # TRL turns it on by default; tiny models only lose time to it
             save_strategy="no",
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            report_to=[],
-            disable_tqdm=True,
-            dataloader_num_workers=0,
+            **cpu_trainer_args(config.seed),
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout

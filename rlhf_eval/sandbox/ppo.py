@@ -44,12 +44,12 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlhf_eval.sandbox.base import library_versions
+from rlhf_eval.sandbox.proxy import ProxyReward
 from rlhf_eval.sandbox.world import World, prompts
 from rlhf_eval.tiny.training import one_thread, quiet_transformers
 
@@ -119,11 +119,12 @@ def policy_with_value_head(model: Any) -> Any:
 
 
 def position_ids_of(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, so left padding does not shift them.
+    """Positions counted over real tokens only, so left padding does not shift them (a padded
+    position after the last real token repeats its position; it is masked out anyway).
 
     >>> import torch
     >>> position_ids_of(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 0]])).tolist()
-    [[0, 0, 1, 2], [0, 1, 2, 3]]
+    [[0, 0, 1, 2], [0, 1, 2, 2]]
     """
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
@@ -179,25 +180,8 @@ class Rollout:
     ended: torch.Tensor
 
 
-class ProxyScorer:
-    """The proxy reward model as the harness's scorer runs it (same text, same tokenization)."""
-
-    def __init__(self, proxy_dir: Path | str) -> None:
-        from rlhf_eval.models import LoadOptions
-        from rlhf_eval.rewards import build_scorer
-
-        self.scorer = build_scorer(str(proxy_dir), LoadOptions())
-
-    def __call__(self, prompt_texts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        from rlhf_eval.records import Prompt
-
-        records = [Prompt(prompt_id=f"r{i}", index=i, text=text) for i, text in enumerate(prompt_texts)]
-        values = self.scorer.score(records, list(responses))
-        return [float(v) if v is not None else 0.0 for v in values]
-
-
 def rollout(
-    policy: Any, ref: Any, tokenizer: Any, proxy: ProxyScorer, batch_prompts: list[str], config: PPOConfig
+    policy: Any, ref: Any, tokenizer: Any, proxy: ProxyReward, batch_prompts: list[str], config: PPOConfig
 ) -> Rollout:
     """Sample a response to each prompt from ``policy`` and compute everything the update needs."""
     import torch
@@ -232,7 +216,7 @@ def rollout(
         tokenizer.decode([t for t in row.tolist() if t not in (eos_id, pad_id)], skip_special_tokens=True)
         for row in responses_ids
     ]
-    scores = torch.tensor(proxy(batch_prompts, texts), dtype=torch.float32)
+    scores = torch.tensor([0.0 if s is None else s for s in proxy(batch_prompts, texts)], dtype=torch.float32)
     with torch.no_grad():
         logprobs, values = token_logprobs_and_values(policy, sequences, attention_mask, width, with_values=True)
         ref_logprobs, _ = token_logprobs_and_values(ref, sequences, attention_mask, width, with_values=False)
@@ -377,7 +361,7 @@ def build_ppo_run(
     for parameter in ref.parameters():
         parameter.requires_grad_(False)
     policy.config.dropout = 0.0
-    proxy = ProxyScorer(proxy_dir)
+    proxy = ProxyReward(proxy_dir)
     pool = prompts(world, config.n_prompts, seed=config.seed + PROMPT_SEED_OFFSET)
     rng = random.Random(config.seed)
     generator = torch.Generator().manual_seed(config.seed)

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_eval.sandbox.base import gpt2_config, library_versions, quiet_datasets
+from rlhf_eval.sandbox.base import cpu_trainer_args, gpt2_config, library_versions, quiet_datasets
 from rlhf_eval.sandbox.world import World, prompts
 from rlhf_eval.tiny.training import one_thread, quiet_transformers
 
@@ -290,18 +290,11 @@ def train_proxy(
             lr_scheduler_type="constant_with_warmup",
             warmup_steps=max(1, config.steps // 10),
             logging_steps=max(1, config.steps // 10),
-            seed=config.seed,
-            data_seed=config.seed,
             max_length=None,
             pad_to_multiple_of=None,
             gradient_checkpointing=False,
             save_strategy="no",
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            report_to=[],
-            disable_tqdm=True,
-            dataloader_num_workers=0,
+            **cpu_trainer_args(config.seed),
         )
         trainer = RewardTrainer(
             model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
@@ -329,6 +322,32 @@ def train_proxy(
     record = {"config": asdict(config), "metrics": metrics, "versions": library_versions()}
     (out / PROXY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+#: The name a ``ProxyReward`` has, under which TRL logs it (``rewards/proxy/mean``).
+REWARD_NAME = "proxy"
+
+
+class ProxyReward:
+    """The proxy as a reward function, usable as TRL's ``reward_funcs``: the proxy's score of each (prompt, completion),
+    computed by the harness's own scorer (``rlhf_eval.rewards.build_scorer``), whose input is
+    ``join_prompt_response(prompt, completion)`` with no ``<eos>``. The classifier is loaded once,
+    on the first call, and each batch is scored in one pass; the completion is used as TRL decoded
+    it. A non-finite score comes back as None, which TRL leaves out of the group's baseline and
+    gives no advantage."""
+
+    def __init__(self, proxy_dir: Path | str) -> None:
+        from rlhf_eval.models import LoadOptions
+        from rlhf_eval.rewards import build_scorer
+
+        self.__name__ = REWARD_NAME
+        self.scorer = build_scorer(str(proxy_dir), LoadOptions())
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], **_: Any) -> list[float | None]:
+        from rlhf_eval.records import Prompt
+
+        records = [Prompt(prompt_id=f"r{i}", index=i, text=text) for i, text in enumerate(prompts)]
+        return self.scorer.score(records, list(completions))
 
 
 def pool_of(pairs: Sequence[Pair]) -> list[tuple[str, str]]:
