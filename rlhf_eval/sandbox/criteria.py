@@ -7,8 +7,9 @@ its first point and points ordered by KL from the reference:
 - **gold peaks inside**: the point with the highest mean gold is neither the first nor the last;
 - **the last point is past the peak**: gold(peak) − gold(last), averaged over prompts, with a
   95% paired bootstrap interval over prompts (prompts are resampled with replacement, the same
-  prompts for both points; percentile interval); the drop is significant when the interval's
-  lower end is above 0;
+  prompts for every point; percentile interval) in which each replicate takes the best of the
+  earlier points again (the peak is chosen on the same data: the winner's curse); the drop is
+  significant when the interval's lower end is above 0;
 - **symptoms**: mean length in words, seq-rep-4 and hedge rate at the peak and at the last point.
 
 Prompts are the unit: each point is summarized per prompt first (mean over its samples), so a
@@ -120,6 +121,31 @@ def paired_bootstrap_ci(
     return float(low), float(high)
 
 
+def drop_from_best_ci(
+    earlier: np.ndarray, last: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile interval of max_k mean(earlier[k]) − mean(last) when prompts (the columns of
+    ``earlier`` (K, P) and the entries of ``last`` (P,)) are resampled, the best earlier point
+    chosen again inside each replicate: the peak is itself estimated from the same prompts, and the
+    interval carries the uncertainty of which point it is (DESIGN.md, "Statistics"). Prompts
+    missing at any point are left out.
+
+    >>> drop_from_best_ci(np.array([[2.0, 2.0], [3.0, 3.0]]), np.array([1.0, 1.0]))
+    (2.0, 2.0)
+    """
+    earlier = np.atleast_2d(np.asarray(earlier, dtype=np.float64))
+    last = np.asarray(last, dtype=np.float64)
+    keep = np.isfinite(earlier).all(axis=0) & np.isfinite(last)
+    if not keep.any():
+        raise ValueError("no prompt has a value at every point")
+    earlier, last = earlier[:, keep], last[keep]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, last.size, size=(replicates, last.size))
+    drops = earlier[:, idx].mean(axis=2).max(axis=0) - last[idx].mean(axis=1)
+    low, high = np.percentile(drops, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def check_run(run: str, points: Sequence[CurvePoint], seed: int = 0) -> OveroptimizationCheck:
     """The criteria for ``points`` (any order; sorted by KL here, the first being the reference)."""
     if len(points) < 3:
@@ -129,7 +155,8 @@ def check_run(run: str, points: Sequence[CurvePoint], seed: int = 0) -> Overopti
     peak_index = int(np.argmax(golds))
     peak, last = ordered[peak_index], ordered[-1]
     drop = float(np.nanmean(peak.gold - last.gold))
-    ci = paired_bootstrap_ci(peak.gold, last.gold, seed=seed) if peak is not last else (0.0, 0.0)
+    earlier = np.stack([p.gold for p in ordered[:-1]])
+    ci = drop_from_best_ci(earlier, last.gold, seed=seed) if peak is not last else (0.0, 0.0)
     symptoms = {label: (peak.mean(name), last.mean(name)) for name, label in SYMPTOMS.items() if name in peak.symptoms}
     rows = [
         {"label": p.label, "step": p.step, "kl": p.kl, "proxy": p.mean("proxy"), "gold": p.mean("gold")}

@@ -53,7 +53,7 @@ What the demo preset shows in ``rlhf-eval demo`` (64 evaluation prompts x 2 samp
 run's proxy rises from −0.46 to 1.07 (Spearman with KL 0.83 over the 9 points) while its gold
 moves within noise around 1.4 after a first gain (0.78 to 1.47 at checkpoint-10) and answers grow
 longer (20 to 34 words) and more repetitive (seq-rep-4 0.03 to 0.09); the LoRA run's gold peaks
-at checkpoint-30 (1.54, KL 4.4) and falls to −0.74 (drop 1.85, 95% CI [0.91, 2.83]) while its
+at checkpoint-30 (1.54, KL 4.4) and falls to −0.74 (drop 1.85, 95% CI [1.01, 2.84]) while its
 proxy keeps rising (Spearman 0.98). The demo's 136 pairs (``run.json``): gold agrees with the
 proxy's ranking in 79% of them; chosen responses average 27 words and gold 1.85, rejected ones 10
 words and −2.97 (mostly short refusals), the pool 19 words and 1.12. DPO learns "longer and not a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlhf_eval.sandbox.criteria import CurvePoint, bon_ns, check_run, paired_bootstrap_ci
+from rlhf_eval.sandbox.criteria import CurvePoint, bon_ns, check_run, drop_from_best_ci, paired_bootstrap_ci
 
 
 def point(label: str, kl: float, proxy: float, gold: np.ndarray, length: float) -> CurvePoint:
@@ -68,3 +68,15 @@ def test_bon_ns() -> None:
     assert bon_ns(1) == [1]
     assert bon_ns(64) == [1, 2, 4, 8, 16, 32, 64]
     assert bon_ns(100) == [1, 2, 4, 8, 16, 32, 64, 100]
+
+
+def test_drop_from_best_reselects_the_peak_in_each_replicate() -> None:
+    rng = np.random.default_rng(2)
+    a, b, last = rng.normal(1.0, 1, 300), rng.normal(1.0, 1, 300), rng.normal(0.5, 1, 300)
+    # one earlier point: the same replicates as the plain paired bootstrap
+    assert drop_from_best_ci(a[None, :], last, seed=3) == pytest.approx(paired_bootstrap_ci(a, last, seed=3), abs=1e-12)
+    # two equal earlier points: the max of two replicate means sits above either one alone
+    two = drop_from_best_ci(np.stack([a, b]), last, seed=3)
+    assert two[0] > min(paired_bootstrap_ci(a, last, seed=3)[0], paired_bootstrap_ci(b, last, seed=3)[0])
+    with pytest.raises(ValueError, match="no prompt"):
+        drop_from_best_ci(np.array([[np.nan]]), np.array([1.0]))
