@@ -102,25 +102,6 @@ class OveroptimizationCheck:
         }
 
 
-def paired_bootstrap_ci(
-    a: np.ndarray, b: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile interval of mean(a − b) when the prompts (the shared index) are resampled.
-
-    >>> low, high = paired_bootstrap_ci(np.array([3.0, 4.0, 5.0]), np.array([1.0, 2.0, 3.0]))
-    >>> (low, high)
-    (2.0, 2.0)
-    """
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    diff = diff[np.isfinite(diff)]
-    if diff.size == 0:
-        raise ValueError("no prompt has a value at both points")
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(replicates, diff.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def drop_from_best_ci(
     earlier: np.ndarray, last: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0
 ) -> tuple[float, float]:

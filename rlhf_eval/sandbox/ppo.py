@@ -357,10 +357,8 @@ def build_ppo_run(
         policy = AutoModelForCausalLM.from_pretrained(str(base_dir), use_safetensors=True)
         ref = AutoModelForCausalLM.from_pretrained(str(base_dir), use_safetensors=True).eval()
     policy = policy_with_value_head(policy)
-    policy.generation_config.do_sample = True
     for parameter in ref.parameters():
         parameter.requires_grad_(False)
-    policy.config.dropout = 0.0
     proxy = ProxyReward(proxy_dir)
     pool = prompts(world, config.n_prompts, seed=config.seed + PROMPT_SEED_OFFSET)
     rng = random.Random(config.seed)
