@@ -29,6 +29,28 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Options shared by the commands that evaluate models (eval, bon).
+SuiteOption = Annotated[str, typer.Option("--suite", help="Suite YAML (or a .jsonl/.parquet/.csv of prompts).")]
+ProxyOption = Annotated[list[str], typer.Option("--proxy", help="Proxy scorer: RM dir/hub id, or module:function.")]
+GoldOption = Annotated[list[str], typer.Option("--gold", help="Gold scorer (repeat for an ensemble).")]
+DbOption = Annotated[str, typer.Option("--db", help="DuckDB file.")]
+LimitOption = Annotated[int | None, typer.Option("--limit", help="Only the first N prompts (smoke runs).")]
+BaseOption = Annotated[str | None, typer.Option("--base", help="Base model of LoRA/PEFT adapters.")]
+EnsembleOption = Annotated[str, typer.Option("--ensemble", help="mean | min | uwo[:lambda]")]
+MaxNewTokensOption = Annotated[int | None, typer.Option("--max-new-tokens")]
+TemperatureOption = Annotated[float | None, typer.Option("--temperature")]
+TopPOption = Annotated[float | None, typer.Option("--top-p")]
+TopKOption = Annotated[int | None, typer.Option("--top-k")]
+SeedOption = Annotated[int | None, typer.Option("--seed")]
+AllowPickleOption = Annotated[
+    bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights: runs code from the file.")
+]
+TrustRemoteCodeOption = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Run custom model code shipped with a checkpoint.")
+]
+NoProgressOption = Annotated[bool, typer.Option("--no-progress", help="No progress bars.")]
+
+
 SUMMARY_COLUMNS = (
     ("run", "run", "s"),
     ("checkpoint", "checkpoint", "s"),
@@ -111,41 +133,35 @@ def report_work(result: Any, db: str) -> None:
 def eval_command(
     paths: Annotated[list[str], typer.Argument(help="Checkpoint dirs, Trainer/TRL run dirs, adapter dirs.")],
     ref: Annotated[str, typer.Option("--ref", help="Reference (starting) policy: dir or hub id.")],
-    suite: Annotated[str, typer.Option("--suite", help="Suite YAML (or a .jsonl/.parquet/.csv of prompts).")],
-    proxy: Annotated[list[str], typer.Option("--proxy", help="Proxy scorer: RM dir/hub id, or module:function.")],
-    gold: Annotated[list[str], typer.Option("--gold", help="Gold scorer (repeat for an ensemble).")],
+    suite: SuiteOption,
+    proxy: ProxyOption,
+    gold: GoldOption,
     samples: Annotated[int | None, typer.Option("--samples", help="Samples per prompt (suite default).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N prompts (smoke runs).")] = None,
-    db: Annotated[str, typer.Option("--db", help="DuckDB file.")] = "rlhf_eval.duckdb",
+    limit: LimitOption = None,
+    db: DbOption = "rlhf_eval.duckdb",
     as_json: Annotated[bool, typer.Option("--json", help="Print this run's checkpoint_summary rows as JSON.")] = False,
     method: Annotated[
         str | None, typer.Option("--method", help="Override the inferred method (ppo, dpo, ...).")
     ] = None,
-    base: Annotated[str | None, typer.Option("--base", help="Base model of LoRA/PEFT adapters.")] = None,
+    base: BaseOption = None,
     run: Annotated[str | None, typer.Option("--run", help="Group plain model dirs into one run of this name.")] = None,
-    ensemble: Annotated[str, typer.Option("--ensemble", help="mean | min | uwo[:lambda]")] = "mean",
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature")] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights: runs code from the file.")
+    ensemble: EnsembleOption = "mean",
+    max_new_tokens: MaxNewTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    top_k: TopKOption = None,
+    seed: SeedOption = None,
+    allow_pickle: AllowPickleOption = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
+    no_progress: NoProgressOption = False,
+    no_analysis: Annotated[
+        bool, typer.Option("--no-analysis", help="Do not update the over-optimization analysis afterwards.")
     ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Run custom model code shipped with a checkpoint.")
-    ] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> None:
-    """Discover checkpoints under PATHS, sample them on a suite, score, estimate KL, store."""
+    """Discover checkpoints under PATHS, sample them on a suite, score, estimate KL, store, analyse."""
     from rlhf_eval.pipeline import EvalConfig, evaluate
 
-    if allow_pickle:
-        typer.echo(
-            "warning: --allow-pickle loads pickle weights, which can execute arbitrary code; "
-            "use it only for checkpoints you trust",
-            err=True,
-        )
+    warn_pickle(allow_pickle)
     config = EvalConfig(
         paths=tuple(paths),
         ref=ref,
@@ -170,10 +186,317 @@ def eval_command(
     )
     result = evaluate(config)
     report_work(result, db)
+    if not no_analysis:
+        from rlhf_eval.analysis.runner import analyze_database
+
+        reports, skipped = analyze_database(db, list(result.runs), skip_unknown=True)
+        for report in reports:
+            typer.echo(f"{report.analysis.run}: {report.analysis.evidence}", err=True)
+        for line in skipped:
+            typer.echo(f"not analysed: {line}", err=True)
     if as_json:
         print_json(jsonable(result.summary))
     else:
         print_summary(result.summary)
+
+
+@app.command("bon")
+@domain_errors
+def bon_command(
+    policy: Annotated[str, typer.Option("--policy", help="Policy to draw the pool from: dir or hub id.")],
+    suite: SuiteOption,
+    proxy: ProxyOption,
+    gold: GoldOption,
+    pool: Annotated[int, typer.Option("--pool", help="Samples per prompt in the pool (N).")] = 64,
+    n: Annotated[
+        str | None, typer.Option("--n", help="n values, e.g. 1,2,4,8 (default: powers of 2 up to --pool).")
+    ] = None,
+    run: Annotated[str, typer.Option("--run", help="Name of the best-of-n run.")] = "bon",
+    db: DbOption = "rlhf_eval.duckdb",
+    limit: LimitOption = None,
+    base: BaseOption = None,
+    ensemble: EnsembleOption = "mean",
+    max_new_tokens: MaxNewTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    top_k: TopKOption = None,
+    seed: SeedOption = None,
+    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates.")] = 2000,
+    allow_pickle: AllowPickleOption = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
+    no_progress: NoProgressOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the family's summary and verdict as JSON.")] = False,
+) -> None:
+    """Best-of-n family: draw --pool samples per prompt once, score them, and compute every n exactly."""
+    from rlhf_eval.analysis.runner import AnalysisOptions
+    from rlhf_eval.bon_family import BonConfig, parse_ns, run_bon
+    from rlhf_eval.pipeline import EvalConfig
+
+    warn_pickle(allow_pickle)
+    config = BonConfig(
+        eval=EvalConfig(
+            paths=(policy,),
+            ref=policy,
+            suite=suite,
+            proxy=tuple(proxy),
+            gold=tuple(gold),
+            db=db,
+            limit=limit,
+            base=base,
+            ensemble=ensemble,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            progress=not no_progress and sys.stderr.isatty(),
+        ),
+        pool=pool,
+        ns=parse_ns(n, pool),
+        run=run,
+        analysis=AnalysisOptions(replicates=replicates, seed=0 if seed is None else seed),
+    )
+    result = run_bon(config)
+    report_work(result.pool, db)
+    verdict = result.report.run_row if result.report else None
+    if as_json:
+        print_json({"summary": jsonable(result.summary), "overoptimization": jsonable([verdict] if verdict else [])})
+        return
+    print_summary(result.summary)
+    if result.report is not None:
+        typer.echo(f"\n{run}: {result.report.analysis.evidence}")
+
+
+def warn_pickle(allow_pickle: bool) -> None:
+    if allow_pickle:
+        typer.echo(
+            "warning: --allow-pickle loads pickle weights, which can execute arbitrary code; "
+            "use it only for checkpoints you trust",
+            err=True,
+        )
+
+
+OVEROPT_COLUMNS = (
+    ("run", "run", "s"),
+    ("method", "method", "s"),
+    ("n_points", "points", "d"),
+    ("peak_checkpoint", "peak", "s"),
+    ("peak_kl", "peak KL", ".2f"),
+    ("gold_norm_at_peak", "gold@peak", "+.2f"),
+    ("gold_norm_at_last", "gold@last", "+.2f"),
+    ("gold_drop", "drop", "+.2f"),
+    ("gold_drop_ci", "drop 95% CI", "s"),
+    ("proxy_gain_after_peak", "proxy gain", "+.2f"),
+    ("best_checkpoint", "most likely best", "s"),
+    ("fit", "Gao fit KL* [95% CI]", "s"),
+    ("overoptimized", "over-opt", "s"),
+    ("diverging", "diverging", "s"),
+    ("early_warning", "warning", "s"),
+)
+
+
+def print_table(columns: Sequence[tuple[str, str, str]], rows: Sequence[dict[str, Any]]) -> None:
+    """A fixed-width table on stdout; booleans as yes/no, missing values as '-'."""
+    header = [title for _, title, _ in columns]
+    body = []
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            if isinstance(value, bool):
+                value = "yes" if value else "no"
+            cells.append(format_cell(value, "s" if isinstance(value, str) else fmt))
+        body.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    typer.echo("  ".join("-" * w for w in widths))
+    for cells in body:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+
+
+@app.command("analyze")
+@domain_errors
+def analyze_command(
+    db: DbOption = "rlhf_eval.duckdb",
+    run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs (repeat).")] = None,
+    kl_estimator: Annotated[
+        str | None,
+        typer.Option(
+            "--kl-estimator",
+            help="KL behind d = sqrt(KL): kl_full (default), kl_k1, kl_k2, kl_k3; best-of-n: analytic, plugin.",
+        ),
+    ] = None,
+    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates over prompts.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    level: Annotated[float, typer.Option("--level", help="Confidence level of the intervals.")] = 0.95,
+    early_warning_points: Annotated[
+        int, typer.Option("--early-warning-points", help="Points in the early-warning gold slope.")
+    ] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the overoptimization rows as JSON.")] = False,
+) -> None:
+    """Recompute the over-optimization analysis (peak, verdict, fits) and store it in the database."""
+    from rlhf_eval.analysis.runner import AnalysisOptions, analyze_database
+
+    options = AnalysisOptions(
+        kl_estimator=kl_estimator,
+        replicates=replicates,
+        seed=seed,
+        level=level,
+        early_warning_points=early_warning_points,
+    )
+    reports, skipped = analyze_database(db, run or None, options)
+    for line in skipped:
+        typer.echo(f"not analysed: {line}", err=True)
+    rows = [report.run_row for report in reports]
+    if as_json:
+        print_json(
+            {
+                "overoptimization": jsonable(rows),
+                "points": jsonable([row for report in reports for row in report.point_rows]),
+            }
+        )
+        return
+    for row in rows:
+        low, high = row.get("gold_drop_ci_low"), row.get("gold_drop_ci_high")
+        row["gold_drop_ci"] = "-" if low is None or high is None else f"[{low:+.2f}, {high:+.2f}]"
+        row["fit"] = fit_cell(row)
+    print_table(OVEROPT_COLUMNS, rows)
+    typer.echo("\ngold and proxy in reference standard deviations (the reference at 0); drop = best earlier - last")
+    for report in reports:
+        typer.echo(f"{report.analysis.run}: {report.analysis.evidence}")
+
+
+def fit_cell(row: dict[str, Any]) -> str:
+    """The Gao fit's KL* with its interval, or why there is no resolved peak."""
+    star, low, high = row.get("fit_kl_star"), row.get("fit_kl_star_ci_low"), row.get("fit_kl_star_ci_high")
+    if star is None:
+        return "-"
+    text = f"{star:.2f} [{format_cell(low, '.2f')}, {format_cell(high, '.2f')}]"
+    return text if row.get("fit_peak_resolved") else f"{text} not resolved"
+
+
+COMPARE_COLUMNS = (
+    ("metric", "metric", "s"),
+    ("a", "A", ".4g"),
+    ("b", "B", ".4g"),
+    ("delta", "B - A", "+.4g"),
+    ("ci", "95% CI", "s"),
+    ("p_adjusted", "p (Holm)", ".3g"),
+    ("verdict", "verdict", "s"),
+)
+
+
+@app.command("compare")
+@domain_errors
+def compare_command(
+    a: Annotated[str, typer.Argument(help="Baseline checkpoint: RUN/CHECKPOINT or RUN/STEP (e.g. ppo/reference).")],
+    b: Annotated[str, typer.Argument(help="Candidate checkpoint: RUN/CHECKPOINT or RUN/STEP.")],
+    db: DbOption = "rlhf_eval.duckdb",
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Only these metrics (repeat).")] = None,
+    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates over prompts.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    level: Annotated[float, typer.Option("--level", help="Confidence level.")] = 0.95,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Paired bootstrap over shared prompts of every metric, B - A, with Holm-corrected p-values."""
+    from rlhf_eval.analysis.checkpoints import compare_checkpoints
+
+    result = compare_checkpoints(db, a, b, metric or None, replicates=replicates, seed=seed, level=level)
+    rows = []
+    for item in result.metrics:
+        paired = item.paired
+        rows.append(
+            {
+                "metric": item.metric,
+                "delta": paired.delta,
+                "ci_low": paired.ci[0],
+                "ci_high": paired.ci[1],
+                "p_greater": paired.p_greater,
+                "p_less": paired.p_less,
+                "p_value": item.p_value,
+                "p_adjusted": item.p_adjusted,
+                "significant": item.significant,
+                "improvement": item.improvement,
+                "verdict": item.verdict,
+                "n_prompts": paired.n_prompts,
+            }
+        )
+    head = {
+        "a": f"{result.a.run}/{result.a.checkpoint}",
+        "b": f"{result.b.run}/{result.b.checkpoint}",
+        "shared_prompts": result.n_shared_prompts,
+    }
+    if as_json:
+        print_json(head | {"metrics": jsonable(rows)})
+        return
+    typer.echo(f"{head['b']} - {head['a']} on {head['shared_prompts']} shared prompts (paired bootstrap)")
+    for row in rows:
+        row["ci"] = f"[{row['ci_low']:+.4g}, {row['ci_high']:+.4g}]"
+    print_table([c for c in COMPARE_COLUMNS if c[0] not in ("a", "b")], rows)
+
+
+@app.command("rank")
+@domain_errors
+def rank_command(
+    db: DbOption = "rlhf_eval.duckdb",
+    run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs (repeat).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="External pairwise labels, JSONL: prompt_id, a, b, winner.")
+    ] = None,
+    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates over prompts.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ranking as JSON.")] = False,
+) -> None:
+    """Bradley-Terry ranking of checkpoints from pairwise gold comparisons (and external labels)."""
+    from rlhf_eval.analysis.checkpoints import rank_checkpoints
+
+    result = rank_checkpoints(db, run or None, labels, replicates=replicates, seed=seed)
+    ranking = result.ranking
+    pl = result.plackett_luce
+    rows = []
+    for label in ranking.order:
+        i = ranking.labels.index(label)
+        rows.append(
+            {
+                "rank": ranking.rank(label),
+                "checkpoint": label,
+                "theta": ranking.theta[i],
+                "theta_ci_low": ranking.low[i],
+                "theta_ci_high": ranking.high[i],
+                "p_beats_anchor": ranking.win_probability[i],
+                "plackett_luce_theta": None if pl is None else pl.theta[i],
+            }
+        )
+    if as_json:
+        print_json(
+            {
+                "anchor": ranking.anchor,
+                "n_comparisons": ranking.n_comparisons,
+                "n_prompts": ranking.n_prompts,
+                "external_labels": result.n_external_labels,
+                "ranking": jsonable(rows),
+            }
+        )
+        return
+    for row in rows:
+        row["ci"] = f"[{row['theta_ci_low']:+.2f}, {row['theta_ci_high']:+.2f}]"
+    print_table(
+        (
+            ("rank", "rank", "d"),
+            ("checkpoint", "checkpoint", "s"),
+            ("theta", "BT theta", "+.3f"),
+            ("ci", "95% CI", "s"),
+            ("p_beats_anchor", f"P(beats {ranking.anchor})", ".2f"),
+            ("plackett_luce_theta", "PL theta", "+.3f"),
+        ),
+        rows,
+    )
+    typer.echo(
+        f"\nanchored at {ranking.anchor} (theta 0); {ranking.n_comparisons:.0f} comparisons on {ranking.n_prompts} "
+        f"prompts, {result.n_external_labels} external labels; prompt-cluster bootstrap"
+    )
 
 
 @app.command("validate")
@@ -235,7 +558,7 @@ CHECK_COLUMNS = (
     "spearman(proxy,KL)",
     "peak",
     "peak KL",
-    "gold drop [95% CI]",
+    "gold drop, sd [95% CI]",
     "symptoms peak -> last",
     "over-opt",
 )

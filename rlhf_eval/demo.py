@@ -6,9 +6,10 @@ DPO runs against that proxy, and a gold rubric standing in for human judgment. T
 
 1. builds it under ``--out`` (cached by preset and seed: a second demo skips the build);
 2. evaluates every run with the proxy as ``--proxy`` and the rubric as ``--gold``;
-3. evaluates a pool of ``bon_pool`` samples per prompt of the base policy as run ``bon``, the
-   best-of-n family's raw material;
-4. measures, from the database, whether each run over-optimized (``rlhf_eval.sandbox.criteria``).
+3. builds the best-of-n family of the base policy from a pool of ``bon_pool`` samples per prompt
+   (``rlhf-eval bon``: run ``bon``, its pool stored as run ``bon-pool``);
+4. analyses every run (``rlhf_eval.analysis``: the ``overoptimization`` view) and reads the
+   sandbox's checks off that analysis (``rlhf_eval.sandbox.criteria``).
 
 Everything is stored in the database; a rerun recomputes nothing.
 """
@@ -19,9 +20,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf_eval.analysis.runner import AnalysisOptions, analyze_database
+from rlhf_eval.bon_family import BonConfig, parse_ns, run_bon
 from rlhf_eval.errors import UserInputError
 from rlhf_eval.pipeline import EvalConfig, EvalResult, evaluate
-from rlhf_eval.sandbox.criteria import OveroptimizationCheck
+from rlhf_eval.sandbox.criteria import OveroptimizationCheck, check_report
 
 BON_RUN = "bon"
 
@@ -39,8 +42,8 @@ def run_demo(
     out: Path, db: str, *, preset: str = "demo", seed: int = 0, progress: bool = False, quiet: bool = False
 ) -> DemoResult:
     """Build (or reuse) the sandbox under ``out``, evaluate it into ``db`` and check each run."""
+    from rlhf_eval.query import checkpoint_summary
     from rlhf_eval.sandbox.build import build_sandbox
-    from rlhf_eval.sandbox.criteria import bon_points, check_run, rl_points
 
     if not quiet:
         print(f"sandbox: {preset} preset, seed {seed}, under {out} (cached after the first build)", file=sys.stderr)
@@ -59,9 +62,20 @@ def run_demo(
         "progress": progress,
     }
     runs = evaluate(EvalConfig(paths=(str(sandbox.runs),), samples=sandbox.config.eval_samples, **common))  # type: ignore[arg-type]
-    pool = evaluate(
-        EvalConfig(paths=(str(sandbox.base),), run=BON_RUN, method="base", samples=sandbox.config.bon_pool, **common)  # type: ignore[arg-type]
+    options = AnalysisOptions(seed=seed)
+    pool_size = sandbox.config.bon_pool
+    bon = run_bon(
+        BonConfig(
+            eval=EvalConfig(paths=(str(sandbox.base),), **common),  # type: ignore[arg-type]
+            pool=pool_size,
+            ns=parse_ns(None, pool_size),
+            run=BON_RUN,
+            analysis=options,
+        )
     )
-    checks = [check_run(run, rl_points(db, run), seed=seed) for run in runs.runs]
-    checks.append(check_run(BON_RUN, bon_points(db, BON_RUN), seed=seed))
-    return DemoResult(runs, pool, checks)
+    reports, _ = analyze_database(db, list(runs.runs), options)
+    if bon.report is not None:
+        reports.append(bon.report)
+    summary = checkpoint_summary(db, [*runs.runs, BON_RUN])
+    checks = [check_report(report, [row for row in summary if row["run"] == report.analysis.run]) for report in reports]
+    return DemoResult(runs, bon.pool, checks)

@@ -147,7 +147,7 @@ class TransformersBackend:
         params: SamplingParams,
         *,
         token_budget: int = 16384,
-        max_batch: int = 64,
+        max_batch: int = 256,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer

@@ -39,6 +39,79 @@ IGNORE = "IGNORE"  # content-addressed: the first write of a key is the only one
 REPLACE = "REPLACE"  # descriptive: the latest write wins
 
 LIST_INT = pa.list_(pa.int32())
+
+
+def interval_columns(*names: str) -> list[str]:
+    """Each name followed by its ``_ci_low`` and ``_ci_high`` columns."""
+    return [column for name in names for column in (name, f"{name}_ci_low", f"{name}_ci_high")]
+
+
+#: analysis_points / analysis_runs columns (see migrations/0002_analysis.sql): name -> type.
+ANALYSIS_POINT_COLUMNS: dict[str, pa.DataType] = {
+    "run": pa.string(),
+    "checkpoint": pa.string(),
+    "step": pa.int64(),
+    "kl_estimator": pa.string(),
+    "kl": pa.float64(),
+    "sqrt_kl": pa.float64(),
+    **dict.fromkeys(interval_columns("proxy_norm", "gold_norm"), pa.float64()),
+    "prob_best": pa.float64(),
+    **dict.fromkeys(interval_columns("gold_drop_from_best"), pa.float64()),
+    "past_peak": pa.bool_(),
+    "gold_debiased": pa.float64(),
+    "gold_length_explained": pa.float64(),
+    "gold_length_share": pa.float64(),
+    "proxy_gold_tau": pa.float64(),
+    "proxy_disagreement": pa.float64(),
+    "kl_bon_analytic": pa.float64(),
+    "kl_bon_plugin": pa.float64(),
+    "kl_bon_differ": pa.bool_(),
+    "duplicate_fraction": pa.float64(),
+    "analysed_at": pa.timestamp("us"),
+}
+ANALYSIS_RUN_COLUMNS: dict[str, pa.DataType] = {
+    "run": pa.string(),
+    "method": pa.string(),
+    "kind": pa.string(),
+    "kl_estimator": pa.string(),
+    "n_points": pa.int32(),
+    "n_prompts": pa.int32(),
+    "replicates": pa.int32(),
+    "seed": pa.int64(),
+    "peak_checkpoint": pa.string(),
+    "peak_step": pa.int64(),
+    "peak_kl": pa.float64(),
+    "peak_sqrt_kl": pa.float64(),
+    "gold_at_peak": pa.float64(),
+    "gold_at_last": pa.float64(),
+    "gold_norm_at_peak": pa.float64(),
+    "gold_norm_at_last": pa.float64(),
+    "last_checkpoint": pa.string(),
+    "last_step": pa.int64(),
+    **dict.fromkeys(interval_columns("gold_drop", "proxy_gain_after_peak"), pa.float64()),
+    "overoptimized": pa.bool_(),
+    "best_checkpoint": pa.string(),
+    "best_probability": pa.float64(),
+    **dict.fromkeys(interval_columns("proxy_slope_after_peak", "gold_slope_after_peak"), pa.float64()),
+    "diverging": pa.bool_(),
+    "early_warning": pa.bool_(),
+    "early_warning_points": pa.int32(),
+    **dict.fromkeys(interval_columns("gold_slope_recent"), pa.float64()),
+    "gold_falling": pa.bool_(),
+    "fit_form": pa.string(),
+    **dict.fromkeys(interval_columns("fit_alpha", "fit_beta", "fit_d_star", "fit_kl_star", "fit_r_star"), pa.float64()),
+    "fit_peak_resolved": pa.bool_(),
+    "fit_note": pa.string(),
+    "evidence": pa.string(),
+    "notes": pa.string(),
+    "analysed_at": pa.timestamp("us"),
+}
+
+
+def analysis_schema(columns: dict[str, pa.DataType]) -> pa.Schema:
+    return pa.schema(list(columns.items()))
+
+
 TABLES: dict[str, tuple[str, pa.Schema]] = {
     "evaluations": (
         REPLACE,
@@ -171,6 +244,40 @@ TABLES: dict[str, tuple[str, pa.Schema]] = {
         REPLACE,
         pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("sha256", pa.string())]),
     ),
+    "bon_runs": (
+        REPLACE,
+        pa.schema(
+            [
+                ("run", pa.string()),
+                ("pool_run", pa.string()),
+                ("pool_checkpoint", pa.string()),
+                ("pool_size", pa.int32()),
+                ("ns", LIST_INT),
+                ("path", pa.string()),
+                ("model_fp", pa.string()),
+                ("suite_fp", pa.string()),
+                ("gen_key", pa.string()),
+                ("proxy_scorer", pa.string()),
+                ("gold_scorer", pa.string()),
+                ("eval_id", pa.string()),
+                ("evaluated_at", pa.timestamp("us")),
+            ]
+        ),
+    ),
+    "bon_values": (
+        REPLACE,
+        pa.schema(
+            [
+                ("run", pa.string()),
+                ("n", pa.int32()),
+                ("prompt_id", pa.string()),
+                ("metric", pa.string()),
+                ("value", pa.float64()),
+            ]
+        ),
+    ),
+    "analysis_points": (REPLACE, analysis_schema(ANALYSIS_POINT_COLUMNS)),
+    "analysis_runs": (REPLACE, analysis_schema(ANALYSIS_RUN_COLUMNS)),
 }
 
 
@@ -398,6 +505,10 @@ _KEYS = {
     "features": ("sample_id", "feature"),
     "training_logs": ("run", "step", "metric"),
     "file_hashes": ("path",),
+    "bon_runs": ("run",),
+    "bon_values": ("run", "n", "prompt_id", "metric"),
+    "analysis_points": ("run", "checkpoint"),
+    "analysis_runs": ("run",),
 }
 
 

@@ -84,7 +84,8 @@ def group_units(
 ) -> tuple[list[ModelUnit], list[RunSpec]]:
     """Model units (the reference first) and the runs without duplicate final saves.
 
-    The reference becomes step 0 (``checkpoint = 'reference'``) of every run.
+    The reference becomes step 0 (``checkpoint = 'reference'``) of every run; a checkpoint with
+    the reference's very weights (same fingerprint) is that row, not a second one.
     """
     units: dict[str, ModelUnit] = {ref_fp: ModelUnit(ref_fp, reference, tokenizer_dirs(reference), [])}
     kept_runs = []
@@ -95,6 +96,8 @@ def group_units(
             fp = model_fingerprint(checkpoint, cache)
             if checkpoint.checkpoint == "final" and (fp, checkpoint.step) in seen:
                 continue  # the final save repeats the last checkpoint-N
+            if fp == ref_fp:
+                continue  # the reference itself: already step 0 of the run
             seen.add((fp, checkpoint.step))
             checkpoints.append((checkpoint, fp))
         kept_runs.append(RunSpec(run.name, run.path, run.method, tuple(c for c, _ in checkpoints), run.training_logs))

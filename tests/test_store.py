@@ -20,10 +20,27 @@ def test_migrations_create_tables_and_views_once(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.duckdb")
     assert store.migrate() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION  # second run applies nothing
-    versions = store.query("SELECT version FROM schema_migrations")
-    assert versions == [(1,)]
+    versions = store.query("SELECT version FROM schema_migrations ORDER BY version")
+    assert versions == [(1,), (2,)]
     views = {r[0] for r in store.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")}
-    assert {"checkpoint_summary", "checkpoint_samples"} <= views
+    assert {"checkpoint_summary", "checkpoint_samples", "overoptimization"} <= views
+
+
+def test_a_version_1_database_upgrades_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    from rlhf_eval.store import migrations
+
+    path = tmp_path / "old.duckdb"
+    first = migrations()[0]
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    con.execute(first.sql)
+    con.execute("INSERT INTO schema_migrations VALUES (1, ?, now())", [first.name])
+    con.execute("INSERT INTO scores VALUES ('s0', 'rm', 1.5)")
+    con.close()
+    store = Store(path)
+    assert store.migrate() == SCHEMA_VERSION == 2
+    assert store.query("SELECT * FROM scores") == [("s0", "rm", 1.5)]
+    assert store.query("SELECT count(*) FROM overoptimization") == [(0,)]
 
 
 def test_staged_rows_are_invisible_until_flush_and_ingested_once(tmp_path: Path) -> None:

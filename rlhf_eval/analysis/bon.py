@@ -13,19 +13,26 @@ Ties in proxy score: a subset whose best proxy value is shared picks among the t
 random, so every sample of a tied block gets the block's average weight; the weights still sum
 to 1. Cost O(N log N) per prompt for the sort, O(N) per n.
 
-KL of best-of-n from the base policy: log n − (n − 1)/n, an upper bound that is exact when no
-two samples tie (Stiennon et al. 2020; Beirami et al. 2024).
+KL of best-of-n from the base policy: log n − (n − 1)/n is an upper bound, exact only when no
+two samples coincide (Stiennon et al. 2020; Beirami et al. 2024). On a finite pool the plug-in
+estimate treats the pool as the base distribution: each sample has base mass 1/N and best-of-n
+mass q_i = (i/N)^n − ((i − 1)/N)^n (sorted by proxy), so KL = Σ_i q_i log(N q_i). When the pool
+holds identical responses, their masses add up on both sides (the base gives a response its
+count over N; best-of-n the sum of its samples' q), which lowers the plug-in KL: a pool with
+many duplicates has less room to move than log n − (n − 1)/n says, and ``pool_kl`` reports it.
 
 >>> [round(float(w), 4) for w in bon_weights([0.1, 0.5, 0.3], 2)]
 [0.0, 0.6667, 0.3333]
 >>> round(bon_kl(4), 4)
 0.6363
+>>> round(bon_kl_plugin(4, 4), 4)  # 4 distinct samples, n = N: q = (1, 15, 65, 175) / 256
+0.5903
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -86,3 +93,110 @@ def bon_kl(n: int) -> float:
     if n < 1:
         raise ValueError(f"n={n}: best-of-n needs n >= 1")
     return math.log(n) - (n - 1) / n
+
+
+def bon_kl_plugin(n: int, pool_size: int) -> float:
+    """Σ_i q_i log(N q_i), q_i = (i/N)^n − ((i − 1)/N)^n: KL(best-of-n ‖ uniform pool) for a pool of
+    N distinct samples without proxy ties. It tends to ``bon_kl(n)`` as N grows, and is at most log N.
+
+    >>> round(bon_kl_plugin(1, 10), 12)
+    0.0
+    >>> round(bon_kl_plugin(2, 1000), 3), round(bon_kl(2), 3)
+    (0.193, 0.193)
+    """
+    if not 1 <= n <= pool_size:
+        raise ValueError(f"n={n}: best-of-n needs 1 <= n <= pool size ({pool_size})")
+    i = np.arange(1, pool_size + 1, dtype=np.float64)
+    q = (i / pool_size) ** n - ((i - 1) / pool_size) ** n
+    q = q[q > 0]
+    return max(float(np.sum(q * np.log(pool_size * q))), 0.0)
+
+
+def pool_kl(proxy: Sequence[float] | NDArray[np.float64], n: int, keys: Sequence[object] | None = None) -> float:
+    """Plug-in KL(best-of-n ‖ pool) on one prompt's pool: the base is the pool itself (mass 1/N per
+    sample) and best-of-n draws n samples from it with replacement and keeps the proxy's best.
+    Samples tied in proxy score form blocks; a block spanning ranks lo+1..hi gets best-of-n mass
+    M = (hi/N)^n − (lo/N)^n, split evenly over its samples, so
+
+        KL = Σ_blocks M_b log(N M_b / |b|).
+
+    Identical responses tie (a deterministic scorer gives them one score), which is how
+    duplicates lower the KL; ``keys`` (e.g. token ids) make identical responses share one score
+    even when the scorer's float noise split them. Without ties this is ``bon_kl_plugin(n, N)``.
+
+    >>> round(pool_kl([0.1, 0.2, 0.3, 0.4], 4), 4) == round(bon_kl_plugin(4, 4), 4)
+    True
+    >>> pool_kl([0.5, 0.5, 0.5], 3)  # one response three times: nothing to choose
+    0.0
+    >>> round(pool_kl([0.1, 0.2, 0.2], 2, keys=["a", "b", "b"]), 4)  # 1/9 log(3/9) + 8/9 log(3 (8/9) / 2)
+    0.1336
+    """
+    scores = np.asarray(proxy, dtype=np.float64)
+    size = scores.size
+    if not 1 <= n <= size:
+        raise ValueError(f"n={n}: best-of-n needs 1 <= n <= pool size ({size})")
+    if keys is not None:
+        if len(keys) != size:
+            raise ValueError(f"{len(keys)} keys for {size} samples")
+        by_key: dict[object, list[int]] = {}
+        for index, key in enumerate(keys):
+            by_key.setdefault(key, []).append(index)
+        scores = scores.copy()
+        for members in by_key.values():
+            scores[members] = scores[members].mean()
+    ordered = np.sort(scores)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], size]
+    mass = (ends / size) ** n - (starts / size) ** n
+    width = ends - starts
+    keep = mass > 0
+    return max(float(np.sum(mass[keep] * np.log(size * mass[keep] / width[keep]))), 0.0)
+
+
+def duplicate_fraction(keys: Sequence[object]) -> float:
+    """1 − distinct / N: the share of a pool's samples that repeat an earlier sample.
+
+    >>> duplicate_fraction(["a", "b", "a", "a"])
+    0.5
+    """
+    if not keys:
+        raise ValueError("an empty pool has no duplicate fraction")
+    return 1.0 - len(set(keys)) / len(keys)
+
+
+def kl_estimates_differ(analytic: float, plugin: float, *, absolute: float = 0.1, relative: float = 0.1) -> bool:
+    """Whether the analytic bound and the plug-in disagree materially: by more than ``absolute``
+    nats and more than ``relative`` of the analytic value (both defaults 0.1). Small pools and
+    duplicate-heavy pools trip it; then prefer the plug-in and grow the pool.
+
+    >>> kl_estimates_differ(3.17, 3.10), kl_estimates_differ(3.17, 2.0)
+    (False, True)
+    """
+    gap = abs(analytic - plugin)
+    return gap > absolute and gap > relative * abs(analytic)
+
+
+def best_of_n_table(
+    proxy: Sequence[float] | NDArray[np.float64],
+    values: Mapping[str, Sequence[float] | NDArray[np.float64]],
+    ns: Sequence[int],
+) -> dict[str, NDArray[np.float64]]:
+    """E_n of every named value for each n of ``ns`` over one prompt's pool: name -> array (len(ns),).
+    A value that is NaN for some sample is NaN for every n whose weights reach that sample.
+
+    >>> best_of_n_table([1.0, 2.0, 3.0], {"gold": [10.0, 20.0, 30.0]}, [1, 3])["gold"].round(9).tolist()
+    [20.0, 30.0]
+    """
+    weights = np.stack([bon_weights(proxy, n) for n in ns])
+    table = {}
+    for name, column in values.items():
+        array = np.asarray(column, dtype=np.float64)
+        if array.shape != (weights.shape[1],):
+            raise ValueError(f"{name}: {array.shape[0]} values for a pool of {weights.shape[1]}")
+        reached = weights > 0
+        clean = np.where(np.isfinite(array), array, 0.0)
+        expectation = weights @ clean
+        missing = (reached & ~np.isfinite(array)[None, :]).any(axis=1)
+        expectation[missing] = np.nan
+        table[name] = expectation
+    return table

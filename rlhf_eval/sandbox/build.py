@@ -19,7 +19,7 @@ digest of the whole config; a directory built with another preset or seed is ref
 mixed.
 
 The best-of-n family needs no training: it is a pool of ``bon_pool`` samples per prompt of the
-base policy, drawn and scored by the harness (``rlhf-eval demo`` evaluates it as run ``bon``).
+base policy, drawn and scored by the harness (``rlhf-eval demo`` runs ``rlhf-eval bon`` on it).
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ BUILD_VERSION = 1
 #: Evaluation prompts are drawn with this offset from the seed, apart from the training prompts.
 EVAL_PROMPT_SEED_OFFSET = 1000
 GOLD_SCORER = "rlhf_eval.sandbox.gold:gold_reward"
+#: SandboxConfig fields that only change how the demo evaluates a build.
+EVALUATION_ONLY = ("eval_samples", "bon_pool")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,10 @@ class SandboxConfig:
         return dataclasses.replace(self, **{name: dataclasses.replace(c, seed=seed) for name, c in stages.items()})
 
     def digest(self) -> str:
-        text = json.dumps({"version": BUILD_VERSION, "config": asdict(self)}, sort_keys=True)
+        """A hash of what the build contains: evaluation-only settings (samples per prompt, the
+        best-of-n pool) are left out, so changing them does not invalidate a build."""
+        built = {k: v for k, v in asdict(self).items() if k not in EVALUATION_ONLY}
+        text = json.dumps({"version": BUILD_VERSION, "config": built}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

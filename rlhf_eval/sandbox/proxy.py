@@ -24,6 +24,12 @@ a policy optimized against the proxy can gain proxy reward by growing past the g
 ``length_correlation`` measures that shortcut, ``pairwise_accuracy`` the agreement with gold on
 held-out pairs.
 
+The annotator has two more tastes, off in both presets: with probability ``pleasantry_bias``,
+of two responses of which exactly one ends with a friendly closer ("i hope this helps"), it
+prefers that one (gold counts a closer as filler); with probability ``deference_bias`` it prefers
+the more deferential response (hedges, apologies). Both are features raters reward that are rare
+or penalized in gold, the shape of real reward hacking; docs/sandbox.md says what they do.
+
 Inputs are formatted exactly as the harness scores them (``rlhf_eval.rewards.join_prompt_response``,
 the tokenizer's own special tokens and no end-of-sequence token added): the pairs are tokenized
 here and handed to the trainer as ``chosen_ids``/``rejected_ids``, because ``RewardTrainer`` would
@@ -67,6 +73,7 @@ class ProxyConfig:
     label_noise: float = 0.1
     length_bias: float = 0.4
     deference_bias: float = 0.0
+    pleasantry_bias: float = 0.0
     hidden_size: int = 32
     num_layers: int = 1
     num_heads: int = 2
@@ -83,6 +90,8 @@ class ProxyConfig:
             raise ValueError(f"length_bias={self.length_bias}: use a probability in [0, 1]")
         if not 0.0 <= self.deference_bias <= 1.0:
             raise ValueError(f"deference_bias={self.deference_bias}: use a probability in [0, 1]")
+        if not 0.0 <= self.pleasantry_bias <= 1.0:
+            raise ValueError(f"pleasantry_bias={self.pleasantry_bias}: use a probability in [0, 1]")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}")
         if min(self.n_prompts, self.samples_per_prompt, self.n_pairs, self.steps, self.batch_size) < 1:
@@ -175,12 +184,15 @@ def preference_pairs(
     seed: int = 0,
     length_bias: float = 0.0,
     deference_bias: float = 0.0,
+    pleasantry_bias: float = 0.0,
 ) -> list[Pair]:
     """Up to ``n_pairs`` pairs of distinct responses to the same prompt with different gold reward,
     drawn at random (without replacement) from every such pair in ``pool``, labelled by a simulated
-    annotator: with probability ``length_bias`` it prefers the longer response (in words; on a tie
-    in length it goes by gold), otherwise the one with the higher gold; then each label is swapped
-    with probability ``label_noise``.
+    annotator: with probability ``deference_bias`` it prefers the more deferential response (when
+    they differ), else with probability ``pleasantry_bias`` the one with a friendly closer (when
+    exactly one has it), else with probability ``length_bias`` the longer response (in words; on a
+    tie in length it goes by gold), otherwise the one with the higher gold; then each label is
+    swapped with probability ``label_noise``.
 
     >>> pool = [("explain mars", ""), ("explain mars", "mars has two moons"), ("explain mars", "i must decline")]
     >>> [(p.chosen, p.rejected, p.gold_margin) for p in preference_pairs(pool, 0, 1, seed=1)]
@@ -208,11 +220,28 @@ def preference_pairs(
     for pair in rng.sample(candidates, min(n_pairs, len(candidates))):
         if rng.random() < deference_bias and deference(pair.rejected) != deference(pair.chosen):
             swap = deference(pair.rejected) > deference(pair.chosen)
+        elif (
+            pleasantry_bias
+            and rng.random() < pleasantry_bias
+            and pleasantry(pair.rejected) != (pleasantry(pair.chosen))
+        ):
+            swap = pleasantry(pair.rejected) > pleasantry(pair.chosen)
         else:
             swap = rng.random() < length_bias and len(pair.rejected.split()) > len(pair.chosen.split())
         swap ^= rng.random() < label_noise
         labelled.append(Pair(pair.prompt, pair.rejected, pair.chosen, -pair.gold_margin) if swap else pair)
     return labelled
+
+
+def pleasantry(response: str) -> int:
+    """1 when a response has a friendly closer ("i hope this helps", ...), else 0.
+
+    >>> pleasantry("the whale eats fish i hope this helps"), pleasantry("the whale eats fish")
+    (1, 0)
+    """
+    from rlhf_eval.sandbox.gold import boilerplate_kinds, words_of
+
+    return int("closer" in boilerplate_kinds(words_of(response)))
 
 
 def deference(response: str) -> int:
@@ -448,7 +477,14 @@ def build_proxy(out_dir: Path | str, base_dir: Path | str, world: World, config:
     pool = sample_pool(base_dir, world, n_prompts, config.samples_per_prompt, config.seed, config.max_new_tokens)
     train, held = split_by_prompt(pool, HELD_OUT_PROMPTS / n_prompts, seed=config.seed)
     pairs = preference_pairs(
-        train, world.seed, config.n_pairs, config.label_noise, config.seed, config.length_bias, config.deference_bias
+        train,
+        world.seed,
+        config.n_pairs,
+        config.label_noise,
+        config.seed,
+        config.length_bias,
+        config.deference_bias,
+        config.pleasantry_bias,
     )
     held_pairs = preference_pairs(held, world.seed, 10**6, 0.0, seed=config.seed + 1)
     return train_proxy(out_dir, base_dir, pairs, config, held_out=held_pairs)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from rlhf_eval.cli import app
 from rlhf_eval.demo import BON_RUN, DemoResult, run_demo
 from rlhf_eval.discover import discover
-from rlhf_eval.query import checkpoint_summary
+from rlhf_eval.query import checkpoint_summary, fetch_dicts
 from rlhf_eval.sandbox.build import BUILD_FILE, SANDBOX_PRESETS, build_sandbox
 
 RUNS = ("dpo", "dpo-lora", "grpo", "ppo")
@@ -56,16 +56,24 @@ def test_build_has_every_run_in_trainer_layout(tiny_demo: tuple[Path, Path, Demo
 def test_demo_stores_every_run_and_the_pool(tiny_demo: tuple[Path, Path, DemoResult]) -> None:
     _, db, result = tiny_demo
     rows = checkpoint_summary(db)
-    assert {row["run"] for row in rows} == {*RUNS, BON_RUN}
+    pool_run = BON_RUN + "-pool"
+    assert {row["run"] for row in rows} == {*RUNS, BON_RUN, pool_run}
     config = SANDBOX_PRESETS["tiny"]
-    pool = [row for row in rows if row["run"] == BON_RUN and row["checkpoint"] == "reference"]
+    pool = [row for row in rows if row["run"] == pool_run]
+    assert [row["checkpoint"] for row in pool] == ["reference"]  # the base policy is the reference
     assert pool[0]["n_samples"] == config.eval_prompts * config.bon_pool
     assert all(row["gold_null"] == 0 and row["proxy_null"] == 0 for row in rows)
+    family = [row for row in rows if row["run"] == BON_RUN]
+    assert [row["step"] for row in family] == [1, 2, 4, 8, 16]
+    assert family[0]["gold_reward"] == pytest.approx(pool[0]["gold_reward"])  # n = 1 is the pool's mean
     checks = {check.run: check for check in result.checks}
     assert set(checks) == {*RUNS, BON_RUN}
     bon = checks[BON_RUN]
     assert [p["step"] for p in bon.points] == [1, 2, 4, 8, 16]
     assert [p["proxy"] for p in bon.points] == sorted(p["proxy"] for p in bon.points)  # exact E_n is monotone
+    verdicts = {row["run"]: row for row in fetch_dicts(db, "SELECT * FROM overoptimization")}
+    assert set(verdicts) == {*RUNS, BON_RUN}
+    assert all(not row["stale"] and row["evidence"] for row in verdicts.values())
 
 
 def test_second_build_and_demo_do_no_work(tiny_demo: tuple[Path, Path, DemoResult]) -> None:

@@ -175,3 +175,21 @@ def test_deference_bias_prefers_the_hedged_or_apologetic_response() -> None:
     )  # gold dislikes them
     with pytest.raises(ValueError, match="deference_bias"):
         ProxyConfig(deference_bias=2.0)
+
+
+def test_pleasantry_bias_prefers_the_response_with_a_closer() -> None:
+    from rlhf_eval.sandbox.proxy import pleasantry
+
+    pool = synthetic_pool()
+    biased = preference_pairs(pool, 0, 2000, 0.0, seed=4, pleasantry_bias=1.0)
+    differing = [p for p in biased if pleasantry(p.chosen) != pleasantry(p.rejected)]
+    assert len(differing) > 20
+    assert all(pleasantry(p.chosen) == 1 for p in differing)
+    unbiased = preference_pairs(pool, 0, 2000, 0.0, seed=4)
+    differing = [p for p in unbiased if pleasantry(p.chosen) != pleasantry(p.rejected)]
+    assert sum(pleasantry(p.chosen) for p in differing) < len(differing) / 2  # gold counts a closer as filler
+    # without the bias the labels are what they were: the bias draws no random number when 0
+    plain = preference_pairs(pool, 0, 500, 0.1, seed=4)
+    assert preference_pairs(pool, 0, 500, 0.1, seed=4, pleasantry_bias=0.0) == plain
+    with pytest.raises(ValueError, match="pleasantry_bias"):
+        ProxyConfig(pleasantry_bias=-0.1)

@@ -1,0 +1,352 @@
+"""Read a run's per-prompt data from the database into a ``Curve`` (the analysis's only I/O).
+
+An RL run (any run of ``checkpoints``) is read from ``checkpoint_samples``: per checkpoint and
+prompt, the mean over the prompt's samples of each KL estimator, the rewards and the detector
+features. A best-of-n run (``bon_runs``) is computed from its pool: per prompt, the exact E_n of
+every value over the pool (``rlhf_eval.analysis.bon``), with samples that have no proxy score
+left out of the pool. All SQL is parameterized.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+from numpy.typing import NDArray
+
+from rlhf_eval.analysis.bon import best_of_n_table, bon_kl, duplicate_fraction, kl_estimates_differ, pool_kl
+from rlhf_eval.analysis.curves import Curve
+from rlhf_eval.analysis.length import bucket_edges, bucket_of
+from rlhf_eval.detectors import FAMILIES
+from rlhf_eval.errors import UserInputError
+
+#: KL estimators a run's d = sqrt(KL) can use: RL runs' checkpoint_samples columns, best-of-n's two.
+RL_KL_ESTIMATORS = ("kl_full", "kl_k1", "kl_k2", "kl_k3")
+BON_KL_ESTIMATORS = ("analytic", "plugin")
+DEFAULT_RL_KL = "kl_full"
+DEFAULT_BON_KL = "analytic"
+
+#: Per-sample values averaged per prompt (rewards, length, detectors): checkpoint_samples columns.
+SAMPLE_VALUES = (
+    "proxy_reward",
+    "gold_reward",
+    "n_tokens",
+    "ended_eos",
+    *(name for names in FAMILIES.values() for name in names),
+)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's curve plus what the length and agreement measures need from the raw samples."""
+
+    curve: Curve
+    reference_gold: NDArray[np.float64]  # the reference's per-sample gold
+    reference_lengths: NDArray[np.float64]  # its per-sample response tokens
+    length_edges: list[float]
+    taus: dict[str, float]  # point label -> Kendall tau(proxy, gold) over its samples (RL only)
+    bon_kl: dict[str, tuple[float, float, bool, float]]  # label -> (analytic, plug-in, differ, duplicates)
+    bon_extra: dict[str, NDArray[np.float64]]  # best-of-n only: (K, P) KLs, duplicate fraction, pool size
+    disagreement: dict[str, float] = field(default_factory=dict)  # label -> mean ensemble disagreement
+
+
+def bon_run_rows(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    cursor = con.execute("SELECT * FROM bon_runs")
+    names = [d[0] for d in cursor.description or []]
+    return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+
+def analysable_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every run of ``checkpoints`` and ``bon_runs``, without the runs that only hold a best-of-n pool."""
+    bon = bon_run_rows(con)
+    pools = {row["pool_run"] for row in bon.values()}
+    rl = [r[0] for r in con.execute("SELECT DISTINCT run FROM checkpoints ORDER BY run").fetchall()]
+    return sorted({*(r for r in rl if r not in pools), *bon})
+
+
+def load_run(
+    con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str | None = None, length_buckets: int = 5
+) -> RunData:
+    """The ``RunData`` of ``run``; an unknown run or KL estimator is a ``UserInputError``."""
+    bon = bon_run_rows(con)
+    if run in bon:
+        estimator = kl_estimator or DEFAULT_BON_KL
+        if estimator not in BON_KL_ESTIMATORS:
+            raise UserInputError(
+                f"--kl-estimator {estimator!r}: a best-of-n run ({run}) uses one of {', '.join(BON_KL_ESTIMATORS)}"
+            )
+        return load_bon_run(con, bon[run], estimator, length_buckets)
+    estimator = kl_estimator or DEFAULT_RL_KL
+    if estimator not in RL_KL_ESTIMATORS:
+        raise UserInputError(f"--kl-estimator {estimator!r}: use one of {', '.join(RL_KL_ESTIMATORS)}")
+    return load_rl_run(con, run, estimator, length_buckets)
+
+
+def per_prompt_sql(kl_estimator: str) -> str:
+    # kl_estimator and the value names are fixed identifiers from this module, never user text.
+    values = ", ".join(f"avg({name}::DOUBLE) AS {name}" for name in SAMPLE_VALUES)
+    return (
+        f"SELECT checkpoint, step, is_reference, method, prompt_id, avg({kl_estimator}) AS kl, "
+        f"avg(ln(1 + n_tokens)) AS log_length, {values} "
+        "FROM checkpoint_samples WHERE run = ? GROUP BY checkpoint, step, is_reference, method, prompt_id"
+    )
+
+
+def load_rl_run(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, length_buckets: int) -> RunData:
+    rows = fetch(con, per_prompt_sql(kl_estimator), [run])
+    if not rows:
+        raise UserInputError(f"run {run!r}: no evaluated samples in the database; evaluate it with `rlhf-eval eval`")
+    points = sorted(
+        {(not r["is_reference"], r["step"], r["checkpoint"]) for r in rows},
+    )
+    if points[0][0]:
+        raise UserInputError(f"run {run!r}: no reference checkpoint stored; re-run `rlhf-eval eval` with --ref")
+    labels = [label for _, _, label in points]
+    position = {label: i for i, label in enumerate(labels)}
+    prompt_ids = sorted({r["prompt_id"] for r in rows})
+    column = {pid: j for j, pid in enumerate(prompt_ids)}
+    names = ("kl", "log_length", *SAMPLE_VALUES)
+    matrices = {name: np.full((len(labels), len(prompt_ids)), np.nan) for name in names}
+    methods: dict[str, str] = {}
+    for row in rows:
+        i, j = position[row["checkpoint"]], column[row["prompt_id"]]
+        methods[row["checkpoint"]] = row["method"]
+        for name in names:
+            value = row[name]
+            matrices[name][i, j] = np.nan if value is None else value
+    reference = fetch(
+        con,
+        "SELECT proxy_reward, gold_reward, n_tokens FROM checkpoint_samples WHERE run = ? AND is_reference",
+        [run],
+    )
+    ref_gold = np.array([np.nan if r["gold_reward"] is None else r["gold_reward"] for r in reference], dtype=float)
+    ref_proxy = np.array([np.nan if r["proxy_reward"] is None else r["proxy_reward"] for r in reference], dtype=float)
+    ref_lengths = np.array([r["n_tokens"] for r in reference], dtype=float)
+    edges = bucket_edges(ref_lengths, length_buckets)
+    shares = bucket_shares(con, run, edges, labels, prompt_ids)
+    metrics = {
+        "proxy": matrices["proxy_reward"],
+        "gold": matrices["gold_reward"],
+        "log_length": matrices["log_length"],
+        **{name: matrices[name] for name in SAMPLE_VALUES},
+        **shares,
+    }
+    method = next((m for label, m in methods.items() if label != labels[0]), methods[labels[0]]) or "unknown"
+    curve = Curve(
+        run=run,
+        method=method,
+        kind="rl",
+        labels=tuple(labels),
+        steps=tuple(int(step) for _, step, _ in points),
+        kl=matrices["kl"],
+        metrics=metrics,
+        reference_sd={"proxy": nan_sd(ref_proxy), "gold": nan_sd(ref_gold)},
+        kl_estimator=kl_estimator,
+        prompt_ids=tuple(prompt_ids),
+    )
+    disagreement = ensemble_disagreements(con, run)
+    return RunData(curve, ref_gold, ref_lengths, edges, rl_taus(con, run), {}, {}, disagreement)
+
+
+def bucket_shares(
+    con: duckdb.DuckDBPyConnection, run: str, edges: Sequence[float], labels: Sequence[str], prompt_ids: Sequence[str]
+) -> dict[str, NDArray[np.float64]]:
+    """``length_bucket_<b>`` -> (K, P) share of each point's samples on each prompt in bucket b."""
+    rows = fetch(
+        con,
+        "SELECT checkpoint, prompt_id, len(list_filter(?::DOUBLE[], lambda e: e <= n_tokens)) AS bucket, count(*) AS n "
+        "FROM checkpoint_samples WHERE run = ? GROUP BY checkpoint, prompt_id, bucket",
+        [list(edges), run],
+    )
+    position = {label: i for i, label in enumerate(labels)}
+    column = {pid: j for j, pid in enumerate(prompt_ids)}
+    counts = np.zeros((len(edges) + 1, len(labels), len(prompt_ids)))
+    for row in rows:
+        counts[row["bucket"], position[row["checkpoint"]], column[row["prompt_id"]]] += row["n"]
+    totals = counts.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), np.nan)
+    return {f"length_bucket_{b}": shares[b] for b in range(len(edges) + 1)}
+
+
+def rl_taus(con: duckdb.DuckDBPyConnection, run: str) -> dict[str, float]:
+    """Kendall tau-b between proxy and gold over each checkpoint's samples."""
+    from rlhf_eval.analysis.agreement import kendall_tau
+
+    rows = fetch(
+        con,
+        "SELECT checkpoint, proxy_reward, gold_reward FROM checkpoint_samples "
+        "WHERE run = ? AND proxy_reward IS NOT NULL AND gold_reward IS NOT NULL",
+        [run],
+    )
+    grouped: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for row in rows:
+        grouped[row["checkpoint"]][0].append(row["proxy_reward"])
+        grouped[row["checkpoint"]][1].append(row["gold_reward"])
+    return {label: kendall_tau(p, g) for label, (p, g) in grouped.items()}
+
+
+def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str, float]:
+    """Mean disagreement of the proxy ensemble over each checkpoint's samples (empty when the
+    run's proxy is a single scorer): members standardized on the reference's samples."""
+    import json
+
+    from rlhf_eval.analysis.agreement import ensemble_disagreement
+
+    spec_rows = fetch(
+        con,
+        "SELECT DISTINCT s.spec FROM checkpoints c JOIN scorers s ON s.scorer_id = c.proxy_scorer "
+        "WHERE c.run = ? AND s.kind = 'ensemble'",
+        [run],
+    )
+    if len(spec_rows) != 1:
+        return {}
+    members = list(json.loads(spec_rows[0]["spec"])["members"])
+    rows = fetch(
+        con,
+        "SELECT cs.checkpoint, cs.is_reference, cs.sample_id, sc.scorer_id, sc.value "
+        "FROM checkpoint_samples cs JOIN scores sc ON sc.sample_id = cs.sample_id "
+        "WHERE cs.run = ? AND list_contains(?, sc.scorer_id) AND sc.value IS NOT NULL",
+        [run, members],
+    )
+    by_sample: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    reference: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        by_sample[(row["checkpoint"], row["sample_id"])][row["scorer_id"]] = row["value"]
+        if row["is_reference"]:
+            reference[row["scorer_id"]].append(row["value"])
+    means = [float(np.mean(reference[m])) if reference[m] else float("nan") for m in members]
+    sds = [float(np.std(reference[m])) if len(reference[m]) > 1 else float("nan") for m in members]
+    if not all(np.isfinite(sd) and sd > 0 for sd in sds):
+        return {}
+    per_checkpoint: dict[str, list[list[float]]] = defaultdict(list)
+    for (checkpoint, _), values in by_sample.items():
+        if len(values) == len(members):
+            per_checkpoint[checkpoint].append([values[m] for m in members])
+    return {
+        checkpoint: float(ensemble_disagreement(np.array(samples).T, means, sds).mean())
+        for checkpoint, samples in per_checkpoint.items()
+    }
+
+
+POOL_SQL = (
+    "SELECT prompt_id, sample_idx, hash(response) AS response_key, "
+    + ", ".join(f"{name}::DOUBLE AS {name}" for name in SAMPLE_VALUES)
+    + " FROM checkpoint_samples WHERE run = ? AND checkpoint = ? ORDER BY prompt_id, sample_idx"
+)
+
+
+def load_bon_run(
+    con: duckdb.DuckDBPyConnection, spec: dict[str, Any], kl_estimator: str, length_buckets: int
+) -> RunData:
+    rows = fetch(con, POOL_SQL, [spec["pool_run"], spec["pool_checkpoint"]])
+    run = spec["run"]
+    if not rows:
+        raise UserInputError(f"run {run!r}: its pool ({spec['pool_run']}) has no samples; run `rlhf-eval bon` again")
+    ns = sorted(int(n) for n in spec["ns"])
+    pools: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["proxy_reward"] is not None and np.isfinite(row["proxy_reward"]):
+            pools[row["prompt_id"]].append(row)
+    prompt_ids = sorted(pools)
+    if not prompt_ids:
+        raise UserInputError(f"run {run!r}: no sample of its pool has a finite proxy score; check the --proxy scorer")
+    every = [row for pid in prompt_ids for row in pools[pid]]
+    ref_gold = np.array([nan_if_none(r["gold_reward"]) for r in every])
+    ref_proxy = np.array([r["proxy_reward"] for r in every], dtype=float)
+    ref_lengths = np.array([nan_if_none(r["n_tokens"]) for r in every])
+    edges = bucket_edges(ref_lengths, length_buckets)
+    names = [*SAMPLE_VALUES, "log_length", *(f"length_bucket_{b}" for b in range(len(edges) + 1))]
+    table = {name: np.full((len(ns), len(prompt_ids)), np.nan) for name in names}
+    kl_analytic = np.array([bon_kl(n) for n in ns])
+    kl_plugin = np.full((len(ns), len(prompt_ids)), np.nan)
+    duplicates = np.full(len(prompt_ids), np.nan)
+    for j, pid in enumerate(prompt_ids):
+        pool = pools[pid]
+        proxy = np.array([r["proxy_reward"] for r in pool], dtype=float)
+        lengths = np.array([nan_if_none(r["n_tokens"]) for r in pool])
+        values = {name: np.array([nan_if_none(r[name]) for r in pool]) for name in SAMPLE_VALUES}
+        values["log_length"] = np.log1p(lengths)
+        buckets = bucket_of(lengths, edges)
+        for b in range(len(edges) + 1):
+            values[f"length_bucket_{b}"] = (buckets == b).astype(float)
+        usable = [n for n in ns if n <= len(pool)]
+        expectations = best_of_n_table(proxy, values, usable)
+        for name, column in expectations.items():
+            table[name][: len(usable), j] = column
+        keys = [r["response_key"] for r in pool]
+        duplicates[j] = duplicate_fraction(keys)
+        for i, n in enumerate(usable):
+            kl_plugin[i, j] = pool_kl(proxy, n, keys)
+    analytic_matrix = np.repeat(kl_analytic[:, None], len(prompt_ids), axis=1)
+    analytic_matrix[np.isnan(kl_plugin)] = np.nan
+    kl = analytic_matrix if kl_estimator == "analytic" else kl_plugin
+    labels = tuple(f"n={n}" for n in ns)
+    metrics = {"proxy": table["proxy_reward"], "gold": table["gold_reward"], **table}
+    curve = Curve(
+        run=run,
+        method="bon",
+        kind="bon",
+        labels=labels,
+        steps=tuple(ns),
+        kl=kl,
+        metrics=metrics,
+        reference_sd={"proxy": nan_sd(ref_proxy), "gold": nan_sd(ref_gold)},
+        kl_estimator=kl_estimator,
+        prompt_ids=tuple(prompt_ids),
+    )
+    bon_info = {}
+    for i, label in enumerate(labels):
+        analytic = float(kl_analytic[i])
+        plugin = float(np.nanmean(kl_plugin[i])) if np.isfinite(kl_plugin[i]).any() else float("nan")
+        bon_info[label] = (analytic, plugin, kl_estimates_differ(analytic, plugin), float(np.nanmean(duplicates)))
+    extra = {
+        "kl_analytic": analytic_matrix,
+        "kl_plugin": kl_plugin,
+        "duplicate_fraction": np.tile(duplicates, (len(ns), 1)),
+    }
+    pool_sizes = np.array([len(pools[pid]) for pid in prompt_ids], dtype=float)
+    extra["pool"] = np.tile(pool_sizes, (len(ns), 1))
+    return RunData(curve, ref_gold, ref_lengths, edges, {}, bon_info, extra)
+
+
+def bon_value_rows(data: RunData) -> list[dict[str, Any]]:
+    """``bon_values`` rows of a best-of-n run: E_n of every stored metric per prompt."""
+    curve = data.curve
+    stored = {name: curve.metrics[name] for name in SAMPLE_VALUES} | data.bon_extra
+    rows = []
+    for i, n in enumerate(curve.steps):
+        for j, pid in enumerate(curve.prompt_ids):
+            for name, matrix in stored.items():
+                value = float(matrix[i, j])
+                if np.isfinite(value) or name in ("proxy_reward", "gold_reward"):
+                    rows.append(
+                        {
+                            "run": curve.run,
+                            "n": int(n),
+                            "prompt_id": pid,
+                            "metric": name,
+                            "value": value if np.isfinite(value) else None,
+                        }
+                    )
+    return rows
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    cursor = con.execute(sql, list(params))
+    names = [d[0] for d in cursor.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def nan_if_none(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def nan_sd(values: NDArray[np.float64]) -> float:
+    """Sample standard deviation of the finite values (NaN with fewer than 2)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.std(ddof=1)) if finite.size >= 2 else float("nan")
