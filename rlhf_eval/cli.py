@@ -499,6 +499,18 @@ def rank_command(
     )
 
 
+@app.command("dashboard")
+@domain_errors
+def dashboard_command(
+    db: DbOption = "rlhf_eval.duckdb",
+    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1.")] = 8501,
+) -> None:
+    """Serve the dashboard (Streamlit) on 127.0.0.1; it opens the database read-only."""
+    from rlhf_eval.serve import serve_dashboard
+
+    serve_dashboard(db, port)
+
+
 @app.command("validate")
 @domain_errors
 def validate_command(
@@ -529,7 +541,8 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", help="Where the sandbox is built.")] = Path("checkpoints/sandbox"),
     preset: Annotated[str, typer.Option("--preset", help="Sandbox preset: demo | tiny.")] = "demo",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sandbox world and every run.")] = 0,
-    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not serve a dashboard.")] = False,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not serve the dashboard after.")] = False,
+    port: Annotated[int, typer.Option("--port", help="Port of the dashboard on 127.0.0.1.")] = 8501,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and the checks as JSON.")] = False,
 ) -> None:
     """Build the offline sandbox (if missing), evaluate every run in it and check over-optimization."""
@@ -551,6 +564,10 @@ def demo_command(
     print_summary(result.runs.summary)
     typer.echo("")
     print_checks(result.checks)
+    if not no_dashboard:
+        from rlhf_eval.serve import serve_dashboard
+
+        serve_dashboard(db, port)
 
 
 CHECK_COLUMNS = (
