@@ -11,7 +11,9 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow check demo clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: install browser test test-slow check demo clean
 
 install: $(STAMP)
 
@@ -22,8 +24,21 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-test: install
-	$(PY) -m pytest -q -m "not slow"
+# The dashboard's browser tests (tests/dashboards/test_browser.py, test_live.py) drive Debian's Chromium
+# through Playwright (never a browser Playwright downloads): install it with apt when missing. `make test`
+# sets RLHF_EVAL_REQUIRE_BROWSER, so there a missing browser fails those tests instead of skipping them.
+browser:
+	@test -x $(CHROMIUM) || { \
+	  echo "$(CHROMIUM) is missing: installing chromium with apt-get for the dashboard's browser tests"; \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  { $$SUDO apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null && \
+	  test -x $(CHROMIUM) || { \
+	    echo "error: could not install chromium (apt-get install chromium); the dashboard's browser tests" \
+	      "need $(CHROMIUM)" >&2; exit 1; }; }
+
+test: install browser
+	RLHF_EVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m "not slow"
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

@@ -233,3 +233,14 @@ def trl_grpo_run(tmp_path_factory: pytest.TempPathFactory, gpt2_ref: Path) -> Pa
         trainer.train()
     trainer.save_model(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    """The tiny sandbox preset built and evaluated by the demo (about a minute), shared by the
+    sandbox tests and the dashboard's browser test: (sandbox dir, database, DemoResult)."""
+    from rlhf_eval.demo import run_demo
+
+    root = tmp_path_factory.mktemp("sandbox")
+    out, db = root / "sandbox", root / "demo.duckdb"
+    return out, db, run_demo(out, str(db), preset="tiny", quiet=True)

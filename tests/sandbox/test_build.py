@@ -19,13 +19,6 @@ from rlhf_eval.sandbox.build import BUILD_FILE, SANDBOX_PRESETS, build_sandbox
 RUNS = ("dpo", "dpo-lora", "grpo", "ppo")
 
 
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, DemoResult]:
-    root = tmp_path_factory.mktemp("sandbox")
-    out, db = root / "sandbox", root / "demo.duckdb"
-    return out, db, run_demo(out, str(db), preset="tiny", quiet=True)
-
-
 def test_build_has_every_run_in_trainer_layout(tiny_demo: tuple[Path, Path, DemoResult]) -> None:
     out, _, _ = tiny_demo
     record = json.loads((out / BUILD_FILE).read_text())
