@@ -8,6 +8,12 @@ import streamlit as st
 
 from rlhf_eval.errors import RlhfEvalError
 
+#: Improvements green, regressions red, directionless changes blue, no significant change gray.
+VERDICT_SCALE = alt.Scale(
+    domain=["improved", "regressed", "increased", "decreased", "no significant change"],
+    range=["#2ca02c", "#d62728", "#1f77b4", "#17becf", "#9e9e9e"],
+)
+
 st.title("Compare")
 ui.require_database()
 labels = ui.read("point_labels")
@@ -40,11 +46,11 @@ chart = (
     .mark_point(filled=True)
     .encode(
         x=alt.X("delta:Q", title="B − A"),
-        color=alt.Color("verdict:N"),
+        color=alt.Color("verdict:N", scale=VERDICT_SCALE),
         tooltip=["metric", "delta", "ci_low", "ci_high", "p_adjusted", "verdict"],
     )
 )
-bars = alt.Chart().mark_rule().encode(x="ci_low:Q", x2="ci_high:Q", color="verdict:N")
+bars = alt.Chart().mark_rule().encode(x="ci_low:Q", x2="ci_high:Q", color=alt.Color("verdict:N", scale=VERDICT_SCALE))
 zero = alt.Chart().mark_rule(strokeDash=[3, 3], color="gray").encode(x=alt.datum(0))
 faceted = (
     alt.layer(bars, chart, zero, data=df)

@@ -10,6 +10,9 @@ import streamlit as st
 
 from rlhf_eval import dashboard_data as data
 
+#: Proxy blue, gold orange, on every chart of the page.
+SERIES_SCALE = alt.Scale(domain=["proxy", "gold"], range=["#1f77b4", "#ff7f0e"])
+
 st.title("Over-optimization")
 ui.require_database()
 families = ui.read("family_runs")
@@ -90,10 +93,10 @@ for i, run in enumerate([r for r in runs if r in set(df["run"])]):
     rows = long[long["run"] == run]
     fit = analyses.get(run, {})
     base = alt.Chart(rows).encode(x=alt.X("sqrt_kl:Q", title="√KL"))
-    band = base.mark_area(opacity=0.2).encode(y="low:Q", y2="high:Q", color="series:N")
+    band = base.mark_area(opacity=0.2).encode(y="low:Q", y2="high:Q", color=alt.Color("series:N", scale=SERIES_SCALE))
     line = base.mark_line(point=True).encode(
         y=alt.Y("value:Q", title="normalized reward"),
-        color=alt.Color("series:N", scale=alt.Scale(domain=["proxy", "gold"])),
+        color=alt.Color("series:N", scale=SERIES_SCALE),
         tooltip=[
             "series",
             "checkpoint",
