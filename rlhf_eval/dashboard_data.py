@@ -547,11 +547,14 @@ def highlight_html(text: str | None, n: int = 4) -> str:
 
 def point_labels(db: str | Path) -> list[str]:
     """``RUN/CHECKPOINT`` of every point a comparison can name (pools left out), in run and step order."""
-    rows = fetch_dicts(
+    rows = fetch_dicts(  # from the small tables: the aggregating views would pivot every feature row
         db,
-        "SELECT run, checkpoint FROM checkpoint_summary "
-        "WHERE run NOT IN (SELECT pool_run FROM bon_runs WHERE pool_run IS NOT NULL) "
-        "ORDER BY run, NOT is_reference, step, checkpoint",
+        "SELECT run, checkpoint FROM ("
+        "  SELECT run, checkpoint, is_reference, step FROM checkpoints"
+        "  WHERE run NOT IN (SELECT pool_run FROM bon_runs WHERE pool_run IS NOT NULL)"
+        "  UNION ALL"
+        "  SELECT run, 'n=' || n AS checkpoint, n = 1 AS is_reference, n AS step FROM bon_runs, unnest(ns) AS t(n)"
+        ") ORDER BY run, NOT is_reference, step, checkpoint",
     )
     return [f"{r['run']}/{r['checkpoint']}" for r in rows]
 

@@ -251,7 +251,7 @@ LEFT JOIN analysis_points ap ON ap.run = p.run AND ap.checkpoint = p.checkpoint;
 
 -- One row per analysed run (DESIGN.md contract): where gold peaked, gold at the peak and at the
 -- last point (raw and normalized), the proxy gain after the peak, and the verdict with its
--- evidence. stale: points were evaluated after the analysis ran (run `rlhf-eval analyze`).
+-- evidence. stale: points were stored after the analysis ran (run `rlhf-eval analyze`).
 CREATE VIEW overoptimization AS
 SELECT
     r.run, r.method, r.kind,
@@ -277,4 +277,9 @@ SELECT
     r.kl_estimator, r.n_points, r.n_prompts, r.replicates, r.seed, r.notes, r.analysed_at,
     coalesce(n.n_now, 0) <> r.n_points AS stale
 FROM analysis_runs r
-LEFT JOIN (SELECT run, count(*) AS n_now FROM checkpoint_summary GROUP BY run) n USING (run);
+LEFT JOIN (
+    -- points now stored per run, counted from the small tables (not the aggregating views)
+    SELECT run, count(*) AS n_now FROM checkpoints GROUP BY run
+    UNION ALL
+    SELECT run, len(ns) AS n_now FROM bon_runs
+) n USING (run);
