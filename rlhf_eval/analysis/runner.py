@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -265,17 +265,8 @@ def store_reports(db: str | Path, reports: Sequence[RunReport], bon_rows: Sequen
     store = Store(db)
     with store.writer():
         runs = [r.analysis.run for r in reports]
-        if runs:
-            con_delete(store, runs)
+        if runs:  # a run's old point rows go first, so points that no longer exist do not linger
+            store.query("DELETE FROM analysis_points WHERE list_contains(?, run)", [runs])
         store.stage("bon_values", list(bon_rows))
         store.stage("analysis_points", [row for r in reports for row in r.point_rows])
         store.stage("analysis_runs", [r.run_row for r in reports])
-
-
-def con_delete(store: Any, runs: Sequence[str]) -> None:
-    """Drop a run's old point rows first, so points that no longer exist do not linger."""
-    store.query("DELETE FROM analysis_points WHERE list_contains(?, run)", [list(runs)])
-
-
-def options_dict(options: AnalysisOptions) -> dict[str, Any]:
-    return asdict(options)
