@@ -534,6 +534,56 @@ def validate_command(
             typer.echo(f"  warning: {warning}")
 
 
+@app.command("gate")
+@domain_errors
+def gate_command(
+    policy: Annotated[str, typer.Option("--policy", help="Gate policy YAML (e.g. suites/gates/default.yaml).")],
+    db: DbOption = "rlhf_eval.duckdb",
+    candidate: Annotated[
+        str, typer.Option("--candidate", help="RUN/CHECKPOINT, RUN/STEP, RUN/latest, or latest (last evaluated).")
+    ] = "latest",
+    baseline: Annotated[
+        str, typer.Option("--baseline", help="RUN/CHECKPOINT, RUN/STEP, or reference (the candidate run's).")
+    ] = "reference",
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML, one test case per rule.")] = None,
+    summary: Annotated[
+        Path | None, typer.Option("--summary", help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the gate report as JSON.")] = False,
+) -> None:
+    """Judge a checkpoint against a release policy: exit 0 pass, 1 fail, 2 error (bad policy, missing data)."""
+    from rlhf_eval.gate import evaluate_gate
+    from rlhf_eval.gate.output import append_step_summary, junit_xml, markdown, table_rows, write_text
+
+    report = evaluate_gate(db, policy, candidate=candidate, baseline=baseline)
+    if junit is not None:
+        write_text(junit, junit_xml(report))
+    if summary is not None:
+        write_text(summary, markdown(report))
+    appended = append_step_summary(report)
+    if as_json:
+        print_json(jsonable([report.as_dict()])[0])
+    else:
+        columns = (
+            ("status", "status", "s"),
+            ("rule", "rule", "s"),
+            ("severity", "severity", "s"),
+            ("value", "value [95% CI]", "s"),
+            ("threshold", "threshold", "s"),
+            ("baseline", "baseline", "s"),
+        )
+        print_table(columns, table_rows(report))
+        typer.echo("")
+        for result in report.results:
+            typer.echo(f"{result.status.upper():5}  {result.rule}: {result.message}")
+        typer.echo("")
+        typer.echo(report.headline)
+    for path, what in ((junit, "JUnit XML"), (summary, "Markdown summary"), (appended, "GitHub step summary")):
+        if path is not None:
+            typer.echo(f"{what} -> {path}", err=True)
+    raise typer.Exit(report.exit_code)
+
+
 @app.command("demo")
 @domain_errors
 def demo_command(

@@ -1,0 +1,133 @@
+"""Gate policy parsing: thresholds with their arithmetic, every rule form, and one clear error line
+(naming the file and the fix) for each way a policy can be wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlhf_eval.errors import UserInputError
+from rlhf_eval.gate.policy import load_policy, parse_policy, parse_threshold
+
+DEFAULT = Path(__file__).resolve().parents[2] / "suites" / "gates" / "default.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "anchor", "expected"),
+    [
+        (10, None, 10.0),
+        ("2.5", None, 2.5),
+        ("1e-2", None, 0.01),
+        ("baseline", 7.0, 7.0),
+        ("reference + 20%", 10.0, 12.0),  # 10 + 0.2·|10|
+        ("reference + 20%", -10.0, -8.0),  # -10 + 0.2·|-10|: "20% more" moves up for a negative anchor too
+        ("baseline - 10%", 50.0, 45.0),  # 50 − 0.1·50
+        ("baseline + 0.05", 0.02, 0.07),
+        ("baseline - 1", 0.5, -0.5),
+        ("reference * 1.5", 4.0, 6.0),
+        ("  reference+3 ", 1.0, 4.0),
+    ],
+)
+def test_threshold_arithmetic(text: object, anchor: float | None, expected: float) -> None:
+    assert parse_threshold(text).resolve(anchor) == pytest.approx(expected)
+
+
+def test_relative_threshold_without_anchor_value_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs the baseline"):
+        parse_threshold("baseline + 1").resolve(None)
+
+
+@pytest.mark.parametrize("text", ["baseline +", "ref + 2", "10 nats", "baseline * 20%", "nan", "", True, None])
+def test_bad_thresholds(text: object) -> None:
+    with pytest.raises(UserInputError, match="threshold|finite|factor"):
+        parse_threshold(text, "p.yaml: rule 1: max")
+
+
+def test_default_policy_parses_with_the_rules_the_product_needs() -> None:
+    policy = load_policy(DEFAULT)
+    assert policy.version == 1 and policy.name == "default"
+    kinds = {r.name: (r.kind, r.metric, r.severity) for r in policy.rules}
+    assert kinds["kl-budget"] == ("absolute", "kl", "critical")
+    assert next(r for r in policy.rules if r.name == "kl-budget").statistic == "ci_high"
+    assert kinds["gold-not-below-baseline"] == ("paired", "gold_reward", "critical")
+    assert kinds["not-past-peak"] == ("boolean", "past_peak", "critical")
+    assert kinds["proxy-gold-divergence"][1] == "proxy_gold_gap"
+    for name, metric in [
+        ("length-inflation", "mean_length"),
+        ("seq-rep-4", "seq_rep_4"),
+        ("loop-rate", "loop_rate"),
+        ("hedge-rate", "hedge_rate"),
+    ]:
+        rule = next(r for r in policy.rules if r.name == name)
+        assert (rule.metric, rule.kind, rule.threshold.anchor) == (metric, "relative", "reference")  # type: ignore[union-attr]
+
+
+def test_rule_forms() -> None:
+    policy = parse_policy(
+        {
+            "version": 1,
+            "rules": [
+                {"name": "a", "metric": "kl", "max": 3},
+                {"name": "b", "metric": "gold_reward", "min": "baseline - 5%", "severity": "warning"},
+                {"name": "c", "metric": "overoptimized", "equals": False},
+                {"name": "d", "metric": "seq_rep_4", "test": "paired", "direction": "not_higher", "margin": 0.01},
+            ],
+        },
+        "p.yaml",
+    )
+    a, b, c, d = policy.rules
+    assert (a.kind, a.op, a.rule_text) == ("absolute", "<=", "kl <= 3")
+    assert (b.kind, b.op, b.severity, b.rule_text) == ("relative", ">=", "warning", "gold_reward >= baseline - 5%")
+    assert (c.kind, c.expected, c.rule_text) == ("boolean", False, "overoptimized == false")
+    assert (d.kind, d.direction, d.margin, d.alpha) == ("paired", "not_higher", 0.01, 0.05)
+    assert policy.name == "p" and policy.replicates == 2000 and policy.seed == 0
+
+
+RULE = {"name": "r", "metric": "kl", "max": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1, 2], "a gate policy is a mapping"),
+        ({"rules": [RULE]}, "missing 'version'; add 'version: 1'"),
+        ({"version": 2, "rules": [RULE]}, "version 2 is not supported"),
+        ({"version": 1, "rules": []}, "'rules' must be a non-empty list"),
+        ({"version": 1, "rule": [RULE]}, "unknown key 'rule'.* Did you mean 'rules'"),
+        ({"version": 1, "rules": [{"name": "r", "metric": "kl", "maxx": 1}]}, "unknown key 'maxx'.*Did you mean 'max'"),
+        ({"version": 1, "rules": [{"name": "r", "metric": "kl", "max": 1, "min": 0}]}, "exactly one of max, min"),
+        ({"version": 1, "rules": [{"name": "r", "metric": "kl"}]}, r"exactly one of .*\(found none\)"),
+        ({"version": 1, "rules": [{"metric": "kl", "max": 1}]}, "missing 'name'"),
+        ({"version": 1, "rules": [{"name": "r", "max": 1}]}, "missing 'metric'"),
+        ({"version": 1, "rules": [{**RULE, "severity": "fatal"}]}, "severity 'fatal': use critical or warning"),
+        ({"version": 1, "rules": [{**RULE, "statistic": "p95"}]}, "statistic 'p95'"),
+        ({"version": 1, "rules": [{"name": "r", "metric": "x", "equals": "no"}]}, "use true or false"),
+        ({"version": 1, "rules": [{"name": "r", "metric": "x", "test": "ttest"}]}, "the only test is 'paired'"),
+        ({"version": 1, "rules": [{"name": "r", "metric": "x", "test": "paired", "alpha": 0.7}]}, "alpha 0.7"),
+        ({"version": 1, "rules": [{"name": "r", "metric": "x", "test": "paired", "margin": -1}]}, "margin -1"),
+        ({"version": 1, "rules": [{"name": "r", "metric": "x", "test": "paired", "direction": "up"}]}, "direction"),
+        ({"version": 1, "rules": [{**RULE, "alpha": 0.1}]}, "alpha only apply to other rule forms"),
+        ({"version": 1, "rules": [RULE, RULE]}, "rule names must be unique; r appear"),
+        ({"version": 1, "rules": [RULE], "bootstrap": {"replicates": 5}}, "replicates 5"),
+        ({"version": 1, "rules": ["kl <= 1"]}, "a rule is a mapping"),
+    ],
+)
+def test_policy_errors_name_the_file_and_the_fix(data: object, message: str) -> None:
+    with pytest.raises(UserInputError, match=message) as info:
+        parse_policy(data, "gates/p.yaml")
+    text = str(info.value)
+    assert text.startswith("gates/p.yaml") and "\n" not in text
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match=r"--policy .*missing.yaml: no such file"):
+        load_policy(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrules:\n  - name: [unclosed\n")
+    with pytest.raises(UserInputError, match=r"bad.yaml: not valid YAML at line \d+"):
+        load_policy(bad)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"version: 1\n\xff\xfe rules")
+    with pytest.raises(UserInputError, match="not UTF-8"):
+        load_policy(binary)
