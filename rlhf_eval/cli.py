@@ -109,11 +109,23 @@ def print_json(data: Any) -> None:
 
 
 def jsonable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """NaN has no JSON spelling: write it as null."""
-    clean = []
-    for row in rows:
-        clean.append({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()})
-    return clean
+    """NaN and infinities have no JSON spelling: write them as null, at any depth."""
+    return [without_nan(row) for row in rows]
+
+
+def without_nan(value: Any) -> Any:
+    """``value`` with every non-finite float inside dicts, lists and tuples replaced by None.
+
+    >>> without_nan({"a": float("nan"), "b": [1.0, (float("inf"), 2)]})
+    {'a': None, 'b': [1.0, [None, 2]]}
+    """
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nan(v) for v in value]
+    return value
 
 
 def report_work(result: Any, db: str) -> None:
@@ -499,6 +511,45 @@ def rank_command(
     )
 
 
+@app.command("report")
+@domain_errors
+def report_command(
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write: one self-contained file, opens offline.")],
+    db: DbOption = "rlhf_eval.duckdb",
+    run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs (repeat).")] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Gate policy YAML: add the gate's result to the report.")
+    ] = None,
+    candidate: Annotated[
+        str, typer.Option("--candidate", help="Gate candidate: RUN/CHECKPOINT, RUN/STEP, RUN/latest, or latest.")
+    ] = "latest",
+    baseline: Annotated[
+        str, typer.Option("--baseline", help="Gate baseline: RUN/CHECKPOINT, RUN/STEP, or reference.")
+    ] = "reference",
+    samples: Annotated[int, typer.Option("--samples", help="'Proxy high, gold low' samples shown per run.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the file, runs and gate result as JSON.")] = False,
+) -> None:
+    """Write an HTML report (verdicts, curves, symptoms, gate result, samples) to attach to a CI run."""
+    from rlhf_eval.report import select_runs, write_report
+
+    select_runs(db, run or None)  # a missing or empty database, or an unknown run, fails before the gate runs
+    gate = None
+    if policy is not None:
+        from rlhf_eval.gate import evaluate_gate
+
+        gate = evaluate_gate(db, policy, candidate=candidate, baseline=baseline)
+    written = write_report(out, db, runs=run or None, gate=gate, samples_per_run=samples)
+    if as_json:
+        gate_json = None if gate is None else jsonable([gate.as_dict()])[0]
+        print_json({"out": str(written.path), "runs": written.runs, "gate": gate_json})
+        return
+    typer.echo(f"report -> {written.path} ({', '.join(written.runs)}; {written.size_bytes / 1024:.0f} KiB)")
+    if written.not_analysed:
+        typer.echo(f"not analysed (left out): {', '.join(written.not_analysed)}", err=True)
+    if gate is not None:
+        typer.echo(gate.headline)
+
+
 @app.command("dashboard")
 @domain_errors
 def dashboard_command(
@@ -509,6 +560,94 @@ def dashboard_command(
     from rlhf_eval.serve import serve_dashboard
 
     serve_dashboard(db, port)
+
+
+@app.command("watch")
+@domain_errors
+def watch_command(
+    run_dir: Annotated[str, typer.Argument(help="Training output dir (Trainer/TRL output_dir with checkpoint-N/).")],
+    ref: Annotated[str, typer.Option("--ref", help="Reference (starting) policy: dir or hub id.")],
+    suite: SuiteOption,
+    proxy: ProxyOption,
+    gold: GoldOption,
+    samples: Annotated[int | None, typer.Option("--samples", help="Samples per prompt (suite default).")] = None,
+    limit: LimitOption = None,
+    db: DbOption = "rlhf_eval.duckdb",
+    method: Annotated[
+        str | None, typer.Option("--method", help="Override the inferred method (ppo, dpo, ...).")
+    ] = None,
+    base: BaseOption = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run name (default: the dir's name).")] = None,
+    ensemble: EnsembleOption = "mean",
+    max_new_tokens: MaxNewTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    top_k: TopKOption = None,
+    seed: SeedOption = None,
+    allow_pickle: AllowPickleOption = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
+    no_progress: NoProgressOption = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between polls of RUN_DIR.")] = 10.0,
+    settle: Annotated[
+        float, typer.Option("--settle", help="Seconds a complete-looking checkpoint must stay unchanged (0: off).")
+    ] = 2.0,
+    alert_exit_code: Annotated[
+        int | None,
+        typer.Option("--alert-exit-code", help="Exit with this code when an alert fires (default: keep watching)."),
+    ] = None,
+    stop_after_idle: Annotated[
+        float | None, typer.Option("--stop-after-idle", help="Stop (exit 0) after this many seconds with nothing new.")
+    ] = None,
+    alert_on: Annotated[
+        str,
+        typer.Option("--alert-on", help="Flags that alert: comma list of early_warning, overoptimized, gold_falling."),
+    ] = "early_warning,overoptimized",
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON object per evaluated checkpoint, alert and stop (JSON lines)."),
+    ] = False,
+) -> None:
+    """Poll a training run; evaluate each checkpoint once it is completely written; alert on over-optimization."""
+    from rlhf_eval.pipeline import EvalConfig
+    from rlhf_eval.watch import WatchConfig, parse_signals, watch
+
+    warn_pickle(allow_pickle)
+    config = WatchConfig(
+        eval=EvalConfig(
+            paths=(run_dir,),
+            ref=ref,
+            suite=suite,
+            proxy=tuple(proxy),
+            gold=tuple(gold),
+            db=db,
+            samples=samples,
+            limit=limit,
+            method=method,
+            base=base,
+            run=run,
+            ensemble=ensemble,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            progress=not no_progress and sys.stderr.isatty(),
+        ),
+        interval=interval,
+        settle=settle,
+        alert_exit_code=alert_exit_code,
+        stop_after_idle=stop_after_idle,
+        alert_on=parse_signals(alert_on),
+    )
+
+    def print_event(event: dict[str, Any]) -> None:
+        typer.echo(json.dumps(jsonable([event])[0], default=str, allow_nan=False))
+
+    result = watch(config, print_event if as_json else None)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command("validate")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,13 +205,20 @@ def make_checkpoint(
     return CheckpointSpec(run, name, step, path, method)
 
 
-def discover_run_dir(path: Path, name: str, method: str | None, base: str | None) -> RunSpec:
+def discover_run_dir(
+    path: Path, name: str, method: str | None, base: str | None, only: Collection[str] | None = None
+) -> RunSpec:
+    """A run dir's checkpoints; with ``only``, just the ``checkpoint-N`` dirs of those names (and the
+    root model when it holds ``"final"``), whose trainer states alone are read, so a checkpoint
+    still being written is never touched."""
     subdirs = checkpoint_subdirs(path)
+    if only is not None:
+        subdirs = [(step, d) for step, d in subdirs if d.name in only]
     state_files = [d / "trainer_state.json" for _, d in subdirs] + [path / "trainer_state.json"]
     logs = read_trainer_logs(state_files)
     run_method = infer_method(path, logs, method)
     checkpoints = [make_checkpoint(name, d.name, step, d, run_method, base) for step, d in subdirs]
-    if is_model_dir(path):
+    if is_model_dir(path) and (only is None or "final" in only):
         last = subdirs[-1][0] if subdirs else 0
         root_state = path / "trainer_state.json"
         step = read_json(root_state).get("global_step", last) if root_state.is_file() else last
@@ -255,9 +262,13 @@ def discover(
     method: str | None = None,
     base: str | None = None,
     run: str | None = None,
+    checkpoints: Collection[str] | None = None,
 ) -> list[RunSpec]:
     """Every run found under ``paths``. With ``run``, plain model dirs are grouped into one run
-    of that name (steps from their trainer_state.json or names, else their order)."""
+    of that name (steps from their trainer_state.json or names, else their order). With
+    ``checkpoints``, run dirs keep only the ``checkpoint-N`` dirs of those names (``"final"``: the
+    model saved at the run's root); ``rlhf-eval watch`` uses it to leave out checkpoints that are
+    still being written."""
     runs: list[RunSpec] = []
     grouped: list[CheckpointSpec] = []
     for raw in paths:
@@ -280,7 +291,7 @@ def discover(
             # a plain model saved as ".../my-run/step-300" belongs to the run "my-run"
             name = run or (root.parent.name if STEP_IN_NAME.search(root.name) else root.name)
             if checkpoint_subdirs(root):
-                runs.append(discover_run_dir(root, name, method, base))
+                runs.append(discover_run_dir(root, name, method, base, checkpoints))
             elif run:
                 spec = discover_plain(root, run, method, base, step=len(grouped) + 1)
                 grouped.extend(spec.checkpoints)

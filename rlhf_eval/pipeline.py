@@ -85,6 +85,9 @@ class EvalConfig:
     trust_remote_code: bool = False
     token_budget: int = 16384
     progress: bool = True
+    #: Only these checkpoints of run dirs (``checkpoint-N`` names, ``final`` for the root model);
+    #: None: all. ``rlhf-eval watch`` passes the complete ones, so half-written ones are never read.
+    checkpoints: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -168,7 +171,9 @@ class Evaluation:
         if not config.gold:
             raise UserInputError("--gold: at least one gold reward model or callable is required")
         self.ensemble_mode: EnsembleMode = parse_ensemble(config.ensemble)
-        self.runs: list[RunSpec] = discover(config.paths, method=config.method, base=config.base, run=config.run)
+        self.runs: list[RunSpec] = discover(
+            config.paths, method=config.method, base=config.base, run=config.run, checkpoints=config.checkpoints
+        )
         self.ref_dir = resolve_model_dir(config.ref, "--ref reference model")
         self.ref_spec = CheckpointSpec("", "reference", 0, self.ref_dir, "base", is_reference=True)
         validate_checkpoint(self.ref_spec, self.options)

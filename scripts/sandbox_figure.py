@@ -8,7 +8,7 @@ prompts in reference standard deviations), with their 95% bootstrap intervals ov
 the full-vocabulary estimate from the reference for RL runs and log n − (n − 1)/n for best-of-n,
 so the x axes of RL and best-of-n panels are not a common yardstick. The gold peak is marked and
 the Gao et al. fit of gold (``overoptimization``) is drawn when there is one.
-Needs matplotlib (in the ``dev`` extra).
+Uses matplotlib, a dependency of the package (the HTML report draws with it too).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("error: matplotlib is missing; pip install matplotlib (or the dev extra)", file=sys.stderr)
+        print("error: matplotlib is missing; pip install matplotlib", file=sys.stderr)
         return 2
     if not Path(args.db).is_file():
         print(f"error: {args.db}: no such database; run `rlhf-eval demo --db {args.db}` first", file=sys.stderr)
