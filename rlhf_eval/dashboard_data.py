@@ -141,7 +141,7 @@ def database_problem(db: str | Path) -> str | None:
             tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
             if "checkpoints" not in tables:
                 return f"{db} is not an rlhf-eval database (no checkpoints table)."
-            if "bon_runs" not in tables:
+            if "checkpoint_stats" not in tables:
                 return f"{db} was written by an older rlhf-eval; run any `rlhf-eval eval` on it once to upgrade it."
             row = con.execute("SELECT count(*) FROM checkpoints").fetchone()
             if not row or not row[0]:
@@ -376,10 +376,10 @@ def run_checkpoints(db: str | Path, run: str) -> list[dict[str, Any]]:
 _SAMPLE_BASE = """
 WITH cur AS (
     SELECT s.*, p.text AS prompt
-    FROM checkpoint_samples s
+    FROM run_samples(?) s
     JOIN checkpoints c ON c.run = s.run AND c.checkpoint = s.checkpoint
     LEFT JOIN prompts p ON p.suite_fp = c.suite_fp AND p.prompt_id = s.prompt_id
-    WHERE s.run = ? AND s.checkpoint = ?
+    WHERE s.checkpoint = ?
       AND (? IS NULL OR contains(lower(s.response), lower(?)) OR contains(lower(p.text), lower(?)))
 )
 """
@@ -438,8 +438,8 @@ def sample_page(
     SELECT * FROM ordered ORDER BY position LIMIT ? OFFSET ?
 ), ref AS (
     SELECT s.prompt_id, s.sample_idx, s.response, s.proxy_reward, s.gold_reward, s.n_tokens
-    FROM checkpoint_samples s
-    WHERE s.run = ? AND s.is_reference AND s.prompt_id IN (SELECT prompt_id FROM page)
+    FROM run_samples(?) s
+    WHERE s.is_reference AND s.prompt_id IN (SELECT prompt_id FROM page)
 )
 SELECT r.position, r.run, r.checkpoint, r.step, r.sample_id, r.prompt_id, r.prompt_idx, r.sample_idx, r.prompt,
        r.response, r.n_tokens, r.ended_eos, r.proxy_reward, r.gold_reward, r.kl_full, r.kl_k1, r.kl_k3,

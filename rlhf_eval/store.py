@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlhf_eval import stats
 from rlhf_eval.errors import DatabaseLocked, StoreError
 
 MAX_DEFER = 3.0  # seconds rows may stay staged while readers keep the database busy
@@ -299,6 +300,8 @@ def migrations() -> list[Migration]:
 
 
 SCHEMA_VERSION = max(m.version for m in migrations())
+#: The migration that adds ``checkpoint_stats``; its aggregates are filled when it is applied.
+STATS_MIGRATION = 3
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -408,6 +411,8 @@ class Store:
                     continue
                 con.execute("BEGIN TRANSACTION")
                 con.execute(migration.sql)
+                if migration.version == STATS_MIGRATION:
+                    stats.refresh_all(con)  # aggregates of the checkpoints stored before it
                 con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [migration.version, migration.name])
                 con.execute("COMMIT")
             return SCHEMA_VERSION
@@ -458,6 +463,7 @@ class Store:
             return 0
         try:
             con.execute("BEGIN TRANSACTION")
+            touched: set[tuple[str, str]] = set()
             for index, shard in enumerate(shards):
                 table = shard.stem.rsplit("-", 1)[-1]
                 mode, schema = TABLES[table]
@@ -465,7 +471,9 @@ class Store:
                 view = f"shard_{index}"
                 con.register(view, data)
                 con.execute(f"INSERT OR {mode} INTO {table} BY NAME SELECT * FROM {view}")
+                touched.update(stats.touched_checkpoints(con, table, view))
                 con.unregister(view)
+            stats.refresh_checkpoints(con, sorted(touched))  # aggregates land with their rows
             con.execute("COMMIT")
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: writing rows failed ({str(exc).splitlines()[0][:200]})") from None

@@ -11,7 +11,9 @@ n − 1 of the i − 1 below it:
 The weights are computed in log space from cumulative sums of log k (N in the thousands overflows binomials).
 Ties in proxy score: a subset whose best proxy value is shared picks among the tied samples at
 random, so every sample of a tied block gets the block's average weight; the weights still sum
-to 1. Cost O(N log N) per prompt for the sort, O(N) per n.
+to 1. Cost O(N log N) per prompt for the sort, O(N) per n. The weights depend only on (N, n), so
+``best_of_n_matrix`` does every pool of one size at once: one argsort along the pools and one
+product with the (N × len(ns)) weight matrix (bench/bon_estimator.py times it).
 
 KL of best-of-n from the base policy: log n − (n − 1)/n is an upper bound, exact only when no
 two samples coincide (Stiennon et al. 2020; Beirami et al. 2024). On a finite pool the plug-in
@@ -200,3 +202,87 @@ def best_of_n_table(
         expectation[missing] = np.nan
         table[name] = expectation
     return table
+
+
+def best_of_n_matrix(
+    proxy: Sequence[Sequence[float]] | NDArray[np.float64],
+    values: Sequence[Sequence[float]] | NDArray[np.float64],
+    ns: Sequence[int],
+) -> NDArray[np.float64]:
+    """E_n[value] for P pools of one size N at once: ``proxy`` (P, N), ``values`` (..., P, N) ->
+    (..., P, len(ns)); the same numbers as ``best_of_n_table`` prompt by prompt.
+
+    The weights w_i(n) = C(i − 1, n − 1)/C(N, n) of the i-th ranked sample (the module's formula,
+    Gao et al. 2022) depend only on (N, n), not on the prompt, so one (N, len(ns)) weight matrix
+    serves every pool: sort each row by proxy (argsort along axis 1), gather the values in that
+    order and multiply,
+
+        E[..., p, k] = Σ_i value[..., p, order_p(i)] · w_i(ns[k]),
+
+    one matrix product for all prompts and all n (O(P N log N) for the sorts, O(P N len(ns))
+    for the product). Samples tied in proxy share their block's mean weight (as in
+    ``bon_weights``); only the tied blocks are corrected, by Σ_{i∈block} (mean_block w − w_i)·g_i,
+    so pools without ties cost nothing extra.
+
+    ``proxy`` must be finite (drop unscored samples first; pools of different sizes go in
+    separate calls). A value that is NaN (or infinite) for some sample makes E_n NaN for every
+    n whose weights reach that sample, as in ``best_of_n_table``; the other n stay finite.
+
+    >>> gold = [[10.0, 20.0, 30.0], [10.0, 20.0, 30.0]]
+    >>> best_of_n_matrix([[1.0, 2.0, 3.0], [3.0, 1.0, 1.0]], gold, [1, 2]).round(6).tolist()  # n=2, 2nd: (10+10+25)/3
+    [[20.0, 26.666667], [20.0, 15.0]]
+    """
+    scores = np.asarray(proxy, dtype=np.float64)
+    data = np.asarray(values, dtype=np.float64)
+    if scores.ndim != 2 or not np.all(np.isfinite(scores)):
+        raise ValueError("proxy scores must be a 2-d array (prompts, pool) of finite numbers")
+    if data.ndim < 2 or data.shape[-2:] != scores.shape:
+        raise ValueError(f"values of shape {data.shape} do not end in the proxy's shape {scores.shape}")
+    size = scores.shape[1]
+    weights = np.stack([order_weights(size, n) for n in ns], axis=1)  # (N, K)
+    order = np.argsort(scores, axis=1)
+    ranked = np.take_along_axis(scores, order, axis=1)
+    ordered = np.take_along_axis(data, np.broadcast_to(order, data.shape), axis=-1)
+    finite = np.isfinite(ordered)
+    clean = np.where(finite, ordered, 0.0)
+    expectation = clean @ weights  # (..., P, K)
+    # w_i(n) grows with i, so a weight column reaches the ranks from its first positive entry on.
+    first_reached = np.argmax(weights > 0, axis=0)  # (K,)
+    last_missing = np.where(finite, -1, np.arange(size)).max(axis=-1)  # (..., P); -1: none missing
+    missing = last_missing[..., None] >= first_reached
+    tied = ranked[:, 1:] == ranked[:, :-1]  # (P, N - 1): rank i + 1 ties rank i
+    if tied.any():
+        _share_tied_weights(tied, weights, clean, finite, expectation, missing)
+    expectation[missing] = np.nan
+    return expectation
+
+
+def _share_tied_weights(
+    tied: NDArray[np.bool_],
+    weights: NDArray[np.float64],
+    clean: NDArray[np.float64],
+    finite: NDArray[np.bool_],
+    expectation: NDArray[np.float64],
+    missing: NDArray[np.bool_],
+) -> None:
+    """Correct ``best_of_n_matrix``'s product for blocks of samples tied in proxy, in place: each
+    member of a block gets the block's mean weight instead of its own rank's, and a NaN member
+    reaches every n where that mean is positive. Only the M tied ranks are touched, one n at a
+    time, so the extra memory is O(M) per value array, never O(M · len(ns))."""
+    prompts, size = tied.shape[0], tied.shape[1] + 1
+    after = np.zeros((prompts, size), dtype=bool)
+    after[:, 1:] = tied  # equal to the rank below
+    before = np.zeros((prompts, size), dtype=bool)
+    before[:, :-1] = tied  # equal to the rank above
+    rows, ranks = np.nonzero(after | before)  # row-major: by prompt, then rank
+    block_starts = np.flatnonzero(~after[rows, ranks])
+    block_sizes = np.diff(np.r_[block_starts, rows.size])
+    prompt_starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    touched = rows[prompt_starts]
+    tied_values = clean[..., rows, ranks]  # (..., M)
+    tied_missing = ~finite[..., rows, ranks]
+    for k in range(weights.shape[1]):
+        own = weights[ranks, k]
+        shared = np.repeat(np.add.reduceat(own, block_starts) / block_sizes, block_sizes)
+        expectation[..., touched, k] += np.add.reduceat(tied_values * (shared - own), prompt_starts, axis=-1)
+        missing[..., touched, k] |= np.logical_or.reduceat(tied_missing & (shared > 0), prompt_starts, axis=-1)

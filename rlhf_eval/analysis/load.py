@@ -1,10 +1,12 @@
 """Read a run's per-prompt data from the database into a ``Curve`` (the analysis's only I/O).
 
-An RL run (any run of ``checkpoints``) is read from ``checkpoint_samples``: per checkpoint and
+An RL run (any run of ``checkpoints``) is read from ``run_samples(run)`` (``checkpoint_samples``
+restricted to the run before the features are pivoted): per checkpoint and
 prompt, the mean over the prompt's samples of each KL estimator, the rewards and the detector
 features. A best-of-n run (``bon_runs``) is computed from its pool: per prompt, the exact E_n of
 every value over the pool (``rlhf_eval.analysis.bon``), with samples that have no proxy score
-left out of the pool. All SQL is parameterized.
+left out of the pool; prompts whose pools have the same size are computed together. All SQL is
+parameterized.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import duckdb
 import numpy as np
 from numpy.typing import NDArray
 
-from rlhf_eval.analysis.bon import best_of_n_table, bon_kl, duplicate_fraction, kl_estimates_differ, pool_kl
+from rlhf_eval.analysis.bon import best_of_n_matrix, bon_kl, duplicate_fraction, kl_estimates_differ, pool_kl
 from rlhf_eval.analysis.curves import Curve
 from rlhf_eval.analysis.length import bucket_edges, bucket_of
 from rlhf_eval.detectors import FAMILIES
@@ -92,7 +94,7 @@ def per_prompt_sql(kl_estimator: str) -> str:
     return (
         f"SELECT checkpoint, step, is_reference, method, prompt_id, avg({kl_estimator}) AS kl, "
         f"avg(ln(1 + n_tokens)) AS log_length, {values} "
-        "FROM checkpoint_samples WHERE run = ? GROUP BY checkpoint, step, is_reference, method, prompt_id"
+        "FROM run_samples(?) GROUP BY checkpoint, step, is_reference, method, prompt_id"
     )
 
 
@@ -120,7 +122,7 @@ def load_rl_run(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, len
             matrices[name][i, j] = np.nan if value is None else value
     reference = fetch(
         con,
-        "SELECT proxy_reward, gold_reward, n_tokens FROM checkpoint_samples WHERE run = ? AND is_reference",
+        "SELECT proxy_reward, gold_reward, n_tokens FROM run_samples(?) WHERE is_reference",
         [run],
     )
     ref_gold = np.array([np.nan if r["gold_reward"] is None else r["gold_reward"] for r in reference], dtype=float)
@@ -159,7 +161,7 @@ def bucket_shares(
     rows = fetch(
         con,
         "SELECT checkpoint, prompt_id, len(list_filter(?::DOUBLE[], lambda e: e <= n_tokens)) AS bucket, count(*) AS n "
-        "FROM checkpoint_samples WHERE run = ? GROUP BY checkpoint, prompt_id, bucket",
+        "FROM run_samples(?) GROUP BY checkpoint, prompt_id, bucket",
         [list(edges), run],
     )
     position = {label: i for i, label in enumerate(labels)}
@@ -179,8 +181,8 @@ def rl_taus(con: duckdb.DuckDBPyConnection, run: str) -> dict[str, float]:
 
     rows = fetch(
         con,
-        "SELECT checkpoint, proxy_reward, gold_reward FROM checkpoint_samples "
-        "WHERE run = ? AND proxy_reward IS NOT NULL AND gold_reward IS NOT NULL",
+        "SELECT checkpoint, proxy_reward, gold_reward FROM run_samples(?) "
+        "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL",
         [run],
     )
     grouped: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
@@ -209,8 +211,8 @@ def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str
     rows = fetch(
         con,
         "SELECT cs.checkpoint, cs.is_reference, cs.sample_id, sc.scorer_id, sc.value "
-        "FROM checkpoint_samples cs JOIN scores sc ON sc.sample_id = cs.sample_id "
-        "WHERE cs.run = ? AND list_contains(?, sc.scorer_id) AND sc.value IS NOT NULL",
+        "FROM run_samples(?) cs JOIN scores sc ON sc.sample_id = cs.sample_id "
+        "WHERE list_contains(?, sc.scorer_id) AND sc.value IS NOT NULL",
         [run, members],
     )
     by_sample: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
@@ -236,7 +238,7 @@ def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str
 POOL_SQL = (
     "SELECT prompt_id, sample_idx, hash(response) AS response_key, "
     + ", ".join(f"{name}::DOUBLE AS {name}" for name in SAMPLE_VALUES)
-    + " FROM checkpoint_samples WHERE run = ? AND checkpoint = ? ORDER BY prompt_id, sample_idx"
+    + " FROM run_samples(?) WHERE checkpoint = ? ORDER BY prompt_id, sample_idx"
 )
 
 
@@ -265,22 +267,32 @@ def load_bon_run(
     kl_analytic = np.array([bon_kl(n) for n in ns])
     kl_plugin = np.full((len(ns), len(prompt_ids)), np.nan)
     duplicates = np.full(len(prompt_ids), np.nan)
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for j, pid in enumerate(prompt_ids):
+        by_size[len(pools[pid])].append(j)
+    for size, same_size in by_size.items():
+        # Pools of one size share the weights: all their E_n in one product (best_of_n_matrix),
+        # in chunks of prompts that keep the stacked values near 32 MB.
+        usable = [n for n in ns if n <= size]
+        chunk = max(1, 4_000_000 // (size * len(names)))
+        for start in range(0, len(same_size), chunk):
+            members = same_size[start : start + chunk]
+            group = [pools[prompt_ids[j]] for j in members]
+            proxy = np.array([[r["proxy_reward"] for r in pool] for pool in group], dtype=float)
+            values = {name: np.array([[nan_if_none(r[name]) for r in p] for p in group]) for name in SAMPLE_VALUES}
+            values["log_length"] = np.log1p(values["n_tokens"])
+            buckets = bucket_of(values["n_tokens"], edges)
+            for b in range(len(edges) + 1):
+                values[f"length_bucket_{b}"] = (buckets == b).astype(float)
+            expectations = best_of_n_matrix(proxy, np.stack([values[name] for name in names]), usable)
+            for v, name in enumerate(names):
+                table[name][: len(usable), members] = expectations[v].T
     for j, pid in enumerate(prompt_ids):
         pool = pools[pid]
         proxy = np.array([r["proxy_reward"] for r in pool], dtype=float)
-        lengths = np.array([nan_if_none(r["n_tokens"]) for r in pool])
-        values = {name: np.array([nan_if_none(r[name]) for r in pool]) for name in SAMPLE_VALUES}
-        values["log_length"] = np.log1p(lengths)
-        buckets = bucket_of(lengths, edges)
-        for b in range(len(edges) + 1):
-            values[f"length_bucket_{b}"] = (buckets == b).astype(float)
-        usable = [n for n in ns if n <= len(pool)]
-        expectations = best_of_n_table(proxy, values, usable)
-        for name, column in expectations.items():
-            table[name][: len(usable), j] = column
         keys = [r["response_key"] for r in pool]
         duplicates[j] = duplicate_fraction(keys)
-        for i, n in enumerate(usable):
+        for i, n in enumerate(n for n in ns if n <= len(pool)):
             kl_plugin[i, j] = pool_kl(proxy, n, keys)
     analytic_matrix = np.repeat(kl_analytic[:, None], len(prompt_ids), axis=1)
     analytic_matrix[np.isnan(kl_plugin)] = np.nan

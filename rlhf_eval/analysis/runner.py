@@ -117,10 +117,10 @@ def require_schema(con: Any, db: str | Path) -> None:
             f"{db}: not an rlhf-eval database (no checkpoints table); pass --db with the file "
             "`rlhf-eval eval` or `rlhf-eval demo` wrote"
         )
-    if "bon_runs" not in tables:
+    if "checkpoint_stats" not in tables:
         raise UserInputError(
-            f"{db}: written by an older rlhf-eval (no analysis tables); run any `rlhf-eval eval` on it "
-            "once to upgrade it in place, then analyse"
+            f"{db}: written by an older rlhf-eval (schema before 0003_checkpoint_stats); run any "
+            "`rlhf-eval eval` on it once to upgrade it in place, then analyse"
         )
 
 

@@ -139,3 +139,94 @@ def test_table_of_expectations_matches_the_single_estimator() -> None:
     gold[int(np.argmin(proxy))] = np.nan  # only n = 1 reaches the proxy's worst sample
     table = best_of_n_table(proxy, {"gold": gold}, [1, 2])
     assert np.isnan(table["gold"][0]) and np.isfinite(table["gold"][1])
+
+
+# -- many pools at once ------------------------------------------------------------------------
+
+
+@st.composite
+def pools(draw: st.DrawFn, *, distinct: bool) -> tuple[list[list[float]], list[list[float]], list[int]]:
+    """P pools of one size N <= 7: distinct proxies, or integers in -2..2 (ties likely); gold
+    sometimes NaN; a sorted set of n values."""
+    prompts = draw(st.integers(1, 4))
+    size = draw(st.integers(1, 7))
+    if distinct:
+        proxy = [draw(st.permutations(range(size))) for _ in range(prompts)]
+    else:
+        proxy = [draw(st.lists(st.integers(-2, 2), min_size=size, max_size=size)) for _ in range(prompts)]
+    gold_value = st.floats(-10, 10) | st.just(math.nan)
+    gold = [draw(st.lists(gold_value, min_size=size, max_size=size)) for _ in range(prompts)]
+    ns = sorted(draw(st.sets(st.integers(1, size), min_size=1)))
+    return [[float(p) for p in row] for row in proxy], gold, ns
+
+
+def check_against_enumeration(case: tuple[list[list[float]], list[list[float]], list[int]]) -> None:
+    """Every prompt's row equals the enumeration; NaN exactly where some subset's pick has NaN gold."""
+    from rlhf_eval.analysis.bon import best_of_n_matrix
+
+    proxy, gold, ns = case
+    matrix = best_of_n_matrix(proxy, gold, ns)
+    assert matrix.shape == (len(proxy), len(ns))
+    for p in range(len(proxy)):
+        expected = [brute_force(proxy[p], gold[p], n) for n in ns]
+        assert matrix[p].tolist() == pytest.approx(expected, abs=1e-9, nan_ok=True)
+
+
+@given(pools(distinct=False))
+@settings(max_examples=150, deadline=None)
+def test_matrix_matches_enumeration_with_ties(case: tuple[list[list[float]], list[list[float]], list[int]]) -> None:
+    check_against_enumeration(case)
+
+
+@given(pools(distinct=True))
+@settings(max_examples=100, deadline=None)
+def test_matrix_matches_enumeration_without_ties(case: tuple[list[list[float]], list[list[float]], list[int]]) -> None:
+    check_against_enumeration(case)
+
+
+def test_matrix_matches_the_per_prompt_table_with_ties_and_nans() -> None:
+    from rlhf_eval.analysis.bon import best_of_n_matrix, best_of_n_table
+
+    rng = np.random.default_rng(7)
+    prompts, size, ns = 40, 300, [1, 2, 5, 16, 64, 299, 300]
+    proxy = rng.normal(size=(prompts, size))
+    proxy[::2] = rng.integers(0, 12, size=(prompts // 2, size))  # half the pools: blocks of tied scores
+    gold = rng.normal(size=(prompts, size))
+    length = rng.integers(1, 50, size=(prompts, size)).astype(float)
+    gold[3, 17] = np.nan  # one untied, one tied pool with a missing gold
+    gold[4, int(np.argmin(proxy[4]))] = np.nan  # the proxy's worst, in a tied block of its lowest score
+    gold[5, int(np.argmax(proxy[5]))] = np.inf
+    matrix = best_of_n_matrix(proxy, np.stack([gold, length]), ns)
+    assert matrix.shape == (2, prompts, len(ns))
+    for p in range(prompts):
+        table = best_of_n_table(proxy[p], {"gold": gold[p], "length": length[p]}, ns)
+        np.testing.assert_allclose(matrix[0, p], table["gold"], rtol=1e-12, atol=1e-12)  # NaN where NaN
+        np.testing.assert_allclose(matrix[1, p], table["length"], rtol=1e-12, atol=1e-12)
+    assert np.isnan(matrix[0, 5]).all()  # the argmax is reached by every n
+    assert np.isnan(matrix[0, 3, 0]) and np.isfinite(matrix[0, 3, -1])  # n = N picks the proxy's best only
+    assert np.isfinite(matrix[1]).all()
+
+
+def test_matrix_of_a_large_pool_sums_weights_to_one() -> None:
+    from rlhf_eval.analysis.bon import best_of_n_matrix
+
+    rng = np.random.default_rng(0)
+    proxy = rng.normal(size=(3, 10_000)).astype(np.float32).astype(np.float64)  # float32 scores: a few ties
+    ns = [2**k for k in range(14)]
+    ones = best_of_n_matrix(proxy, np.ones_like(proxy), ns)  # E_n[1] = Σ w = 1
+    assert ones == pytest.approx(np.ones((3, len(ns))), abs=1e-9)
+    proxy_means = best_of_n_matrix(proxy, proxy, ns)
+    assert proxy_means[:, 0] == pytest.approx(proxy.mean(axis=1))
+    assert np.all(np.diff(proxy_means, axis=1) > 0)  # best-of-n proxy grows with n
+
+
+def test_matrix_rejects_what_it_cannot_compute() -> None:
+    from rlhf_eval.analysis.bon import best_of_n_matrix
+
+    with pytest.raises(ValueError, match="finite"):
+        best_of_n_matrix([[1.0, float("nan")]], [[1.0, 2.0]], [1])
+    with pytest.raises(ValueError, match="shape"):
+        best_of_n_matrix([[1.0, 2.0]], [[1.0, 2.0, 3.0]], [1])
+    with pytest.raises(ValueError, match="pool size"):
+        best_of_n_matrix([[1.0, 2.0]], [[1.0, 2.0]], [3])
+    assert best_of_n_matrix(np.empty((0, 4)), np.empty((0, 4)), [1, 4]).shape == (0, 2)
