@@ -376,11 +376,10 @@ def run_checkpoints(db: str | Path, run: str) -> list[dict[str, Any]]:
 _SAMPLE_BASE = """
 WITH cur AS (
     SELECT s.*, p.text AS prompt
-    FROM run_samples(?) s
+    FROM run_samples(?, checkpoint_names := [?]) s
     JOIN checkpoints c ON c.run = s.run AND c.checkpoint = s.checkpoint
     LEFT JOIN prompts p ON p.suite_fp = c.suite_fp AND p.prompt_id = s.prompt_id
-    WHERE s.checkpoint = ?
-      AND (? IS NULL OR contains(lower(s.response), lower(?)) OR contains(lower(p.text), lower(?)))
+    WHERE (? IS NULL OR contains(lower(s.response), lower(?)) OR contains(lower(p.text), lower(?)))
 )
 """
 
@@ -438,7 +437,7 @@ def sample_page(
     SELECT * FROM ordered ORDER BY position LIMIT ? OFFSET ?
 ), ref AS (
     SELECT s.prompt_id, s.sample_idx, s.response, s.proxy_reward, s.gold_reward, s.n_tokens
-    FROM run_samples(?) s
+    FROM run_samples(?, checkpoint_names := (SELECT list(checkpoint) FROM checkpoints WHERE run = ? AND is_reference)) s
     WHERE s.is_reference AND s.prompt_id IN (SELECT prompt_id FROM page)
 )
 SELECT r.position, r.run, r.checkpoint, r.step, r.sample_id, r.prompt_id, r.prompt_idx, r.sample_idx, r.prompt,
@@ -452,7 +451,7 @@ FROM page r
 LEFT JOIN ref f ON f.prompt_id = r.prompt_id AND f.sample_idx = r.sample_idx
 ORDER BY r.position"""
     )
-    return fetch_dicts(db, sql, [run, checkpoint, *_search_params(search), int(limit), int(offset), run])
+    return fetch_dicts(db, sql, [run, checkpoint, *_search_params(search), int(limit), int(offset), run, run])
 
 
 def repeated_ngram_spans(text: str, n: int = 4) -> list[tuple[int, int]]:

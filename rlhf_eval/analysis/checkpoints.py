@@ -93,6 +93,17 @@ def point_values(data: RunData, checkpoint: str) -> tuple[str, dict[str, dict[st
     return labels[index], values
 
 
+def stored_label(con: Any, run: str, name: str) -> str | None:
+    """The checkpoint of ``run`` in ``checkpoints`` that ``name`` (a label, else a step) names."""
+    step = int(name) if name.isdigit() else None
+    rows = con.execute(
+        "SELECT checkpoint FROM checkpoints WHERE run = ? AND (checkpoint = ? OR step = ?) "
+        "ORDER BY checkpoint = ? DESC, checkpoint LIMIT 1",
+        [run, name, step, name],
+    ).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
 def row_values(row: NDArray[np.float64], prompt_ids: tuple[str, ...]) -> dict[str, float]:
     return {pid: float(v) for pid, v in zip(prompt_ids, row, strict=True)}
 
@@ -129,8 +140,15 @@ def compare_checkpoints(
                 raise UserInputError(
                     f"{run!r}: no such run in {db}; runs: {', '.join(known)}.{did_you_mean(run, known)}"
                 )
-            if run not in loaded:
-                loaded[run] = load_run(con, run)
+        requested: dict[str, list[str]] = {}
+        for run, checkpoint in ((run_a, ckpt_a), (run_b, ckpt_b)):
+            requested.setdefault(run, []).append(checkpoint)
+        for run, names in requested.items():
+            # two points of a run need those points and its reference, not the whole run; a name
+            # that matches no stored checkpoint (or a best-of-n run) loads the whole run
+            labels = [stored_label(con, run, name) for name in names]
+            only = None if None in labels else [label for label in labels if label is not None]
+            loaded[run] = load_run(con, run, checkpoints=only)
     label_a, values_a = point_values(loaded[run_a], ckpt_a)
     label_b, values_b = point_values(loaded[run_b], ckpt_b)
     shared = sorted(set(values_a["gold_reward"]) & set(values_b["gold_reward"]))

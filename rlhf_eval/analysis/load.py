@@ -71,9 +71,15 @@ def analysable_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def load_run(
-    con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str | None = None, length_buckets: int = 5
+    con: duckdb.DuckDBPyConnection,
+    run: str,
+    kl_estimator: str | None = None,
+    length_buckets: int = 5,
+    checkpoints: Sequence[str] | None = None,
 ) -> RunData:
-    """The ``RunData`` of ``run``; an unknown run or KL estimator is a ``UserInputError``."""
+    """The ``RunData`` of ``run``; an unknown run or KL estimator is a ``UserInputError``. With
+    ``checkpoints``, an RL run is read for those checkpoints and its reference only (what a
+    comparison of two points needs), so the cost does not grow with the run's length."""
     bon = bon_run_rows(con)
     if run in bon:
         estimator = kl_estimator or DEFAULT_BON_KL
@@ -85,7 +91,11 @@ def load_run(
     estimator = kl_estimator or DEFAULT_RL_KL
     if estimator not in RL_KL_ESTIMATORS:
         raise UserInputError(f"--kl-estimator {estimator!r}: use one of {', '.join(RL_KL_ESTIMATORS)}")
-    return load_rl_run(con, run, estimator, length_buckets)
+    only = None
+    if checkpoints is not None:
+        references = fetch(con, "SELECT checkpoint FROM checkpoints WHERE run = ? AND is_reference", [run])
+        only = sorted({*checkpoints, *(r["checkpoint"] for r in references)})
+    return load_rl_run(con, run, estimator, length_buckets, only)
 
 
 def per_prompt_sql(kl_estimator: str) -> str:
@@ -94,12 +104,14 @@ def per_prompt_sql(kl_estimator: str) -> str:
     return (
         f"SELECT checkpoint, step, is_reference, method, prompt_id, avg({kl_estimator}) AS kl, "
         f"avg(ln(1 + n_tokens)) AS log_length, {values} "
-        "FROM run_samples(?) GROUP BY checkpoint, step, is_reference, method, prompt_id"
+        "FROM run_samples(?, checkpoint_names := ?) GROUP BY checkpoint, step, is_reference, method, prompt_id"
     )
 
 
-def load_rl_run(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, length_buckets: int) -> RunData:
-    rows = fetch(con, per_prompt_sql(kl_estimator), [run])
+def load_rl_run(
+    con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, length_buckets: int, only: list[str] | None = None
+) -> RunData:
+    rows = fetch(con, per_prompt_sql(kl_estimator), [run, only])
     if not rows:
         raise UserInputError(f"run {run!r}: no evaluated samples in the database; evaluate it with `rlhf-eval eval`")
     points = sorted(
@@ -122,14 +134,14 @@ def load_rl_run(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, len
             matrices[name][i, j] = np.nan if value is None else value
     reference = fetch(
         con,
-        "SELECT proxy_reward, gold_reward, n_tokens FROM run_samples(?) WHERE is_reference",
-        [run],
+        "SELECT proxy_reward, gold_reward, n_tokens FROM run_samples(?, checkpoint_names := ?) WHERE is_reference",
+        [run, only],
     )
     ref_gold = np.array([np.nan if r["gold_reward"] is None else r["gold_reward"] for r in reference], dtype=float)
     ref_proxy = np.array([np.nan if r["proxy_reward"] is None else r["proxy_reward"] for r in reference], dtype=float)
     ref_lengths = np.array([r["n_tokens"] for r in reference], dtype=float)
     edges = bucket_edges(ref_lengths, length_buckets)
-    shares = bucket_shares(con, run, edges, labels, prompt_ids)
+    shares = bucket_shares(con, run, edges, labels, prompt_ids, only)
     metrics = {
         "proxy": matrices["proxy_reward"],
         "gold": matrices["gold_reward"],
@@ -150,19 +162,24 @@ def load_rl_run(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, len
         kl_estimator=kl_estimator,
         prompt_ids=tuple(prompt_ids),
     )
-    disagreement = ensemble_disagreements(con, run)
-    return RunData(curve, ref_gold, ref_lengths, edges, rl_taus(con, run), {}, {}, disagreement)
+    disagreement = ensemble_disagreements(con, run, only)
+    return RunData(curve, ref_gold, ref_lengths, edges, rl_taus(con, run, only), {}, {}, disagreement)
 
 
 def bucket_shares(
-    con: duckdb.DuckDBPyConnection, run: str, edges: Sequence[float], labels: Sequence[str], prompt_ids: Sequence[str]
+    con: duckdb.DuckDBPyConnection,
+    run: str,
+    edges: Sequence[float],
+    labels: Sequence[str],
+    prompt_ids: Sequence[str],
+    only: list[str] | None = None,
 ) -> dict[str, NDArray[np.float64]]:
     """``length_bucket_<b>`` -> (K, P) share of each point's samples on each prompt in bucket b."""
     rows = fetch(
         con,
         "SELECT checkpoint, prompt_id, len(list_filter(?::DOUBLE[], lambda e: e <= n_tokens)) AS bucket, count(*) AS n "
-        "FROM run_samples(?) GROUP BY checkpoint, prompt_id, bucket",
-        [list(edges), run],
+        "FROM run_samples(?, checkpoint_names := ?) GROUP BY checkpoint, prompt_id, bucket",
+        [list(edges), run, only],
     )
     position = {label: i for i, label in enumerate(labels)}
     column = {pid: j for j, pid in enumerate(prompt_ids)}
@@ -175,15 +192,15 @@ def bucket_shares(
     return {f"length_bucket_{b}": shares[b] for b in range(len(edges) + 1)}
 
 
-def rl_taus(con: duckdb.DuckDBPyConnection, run: str) -> dict[str, float]:
+def rl_taus(con: duckdb.DuckDBPyConnection, run: str, only: list[str] | None = None) -> dict[str, float]:
     """Kendall tau-b between proxy and gold over each checkpoint's samples."""
     from rlhf_eval.analysis.agreement import kendall_tau
 
     rows = fetch(
         con,
-        "SELECT checkpoint, proxy_reward, gold_reward FROM run_samples(?) "
+        "SELECT checkpoint, proxy_reward, gold_reward FROM run_samples(?, checkpoint_names := ?) "
         "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL",
-        [run],
+        [run, only],
     )
     grouped: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for row in rows:
@@ -192,7 +209,7 @@ def rl_taus(con: duckdb.DuckDBPyConnection, run: str) -> dict[str, float]:
     return {label: kendall_tau(p, g) for label, (p, g) in grouped.items()}
 
 
-def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str, float]:
+def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str, only: list[str] | None = None) -> dict[str, float]:
     """Mean disagreement of the proxy ensemble over each checkpoint's samples (empty when the
     run's proxy is a single scorer): members standardized on the reference's samples."""
     import json
@@ -211,9 +228,9 @@ def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str
     rows = fetch(
         con,
         "SELECT cs.checkpoint, cs.is_reference, cs.sample_id, sc.scorer_id, sc.value "
-        "FROM run_samples(?) cs JOIN scores sc ON sc.sample_id = cs.sample_id "
+        "FROM run_samples(?, checkpoint_names := ?) cs JOIN scores sc ON sc.sample_id = cs.sample_id "
         "WHERE list_contains(?, sc.scorer_id) AND sc.value IS NOT NULL",
-        [run, members],
+        [run, only, members],
     )
     by_sample: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     reference: dict[str, list[float]] = defaultdict(list)
@@ -238,7 +255,7 @@ def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str
 POOL_SQL = (
     "SELECT prompt_id, sample_idx, hash(response) AS response_key, "
     + ", ".join(f"{name}::DOUBLE AS {name}" for name in SAMPLE_VALUES)
-    + " FROM run_samples(?) WHERE checkpoint = ? ORDER BY prompt_id, sample_idx"
+    + " FROM run_samples(?, checkpoint_names := [?]) ORDER BY prompt_id, sample_idx"
 )
 
 

@@ -159,10 +159,11 @@ SELECT
 FROM points p
 LEFT JOIN analysis_points ap ON ap.run = p.run AND ap.checkpoint = p.checkpoint;
 
--- checkpoint_samples restricted to one run, with the run filter applied before the detector
--- features are pivoted (the view pivots every feature of the database first): what the
--- analysis and the dashboard read. Same columns as checkpoint_samples.
-CREATE MACRO run_samples(run_name) AS TABLE
+-- checkpoint_samples restricted to one run (and to the checkpoints in the list checkpoint_names
+-- when it is given), with the filter applied before the detector features are pivoted (the view pivots
+-- every feature of the database first): what the analysis and the dashboard read. Same columns
+-- as checkpoint_samples.
+CREATE MACRO run_samples(run_name, checkpoint_names := NULL) AS TABLE
 WITH cs AS (
     SELECT c.run, c.checkpoint, c.step, c.method, c.is_reference, c.ref_fp, c.proxy_scorer, c.gold_scorer,
            s.sample_id, s.prompt_id, p.idx AS prompt_idx, s.sample_idx, s.response, s.n_tokens, s.ended_eos
@@ -171,7 +172,7 @@ WITH cs AS (
     JOIN samples s
       ON s.model_fp = c.model_fp AND s.gen_key = c.gen_key AND s.prompt_id = p.prompt_id
      AND s.sample_idx < c.samples_per_prompt
-    WHERE c.run = run_name
+    WHERE c.run = run_name AND (checkpoint_names IS NULL OR list_contains(checkpoint_names, c.checkpoint))
 ), feats AS (
     SELECT f.sample_id,
         max(f.value) FILTER (WHERE f.feature = 'seq_rep_1') AS seq_rep_1,
