@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install browser test test-slow check demo clean
+.PHONY: install browser test test-slow check bench demo clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ test: install browser
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# Benchmarks print their figures side by side with the targets (docs/performance.md); never part of `make test`.
+bench: install
+	$(PY) bench/bon_estimator.py
+	$(PY) bench/store.py
 
 check: install
 	$(VENV)/bin/ruff check rlhf_eval tests dashboards
