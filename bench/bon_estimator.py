@@ -2,7 +2,7 @@
 cost? Three ways to the best-of-n curve E_n[gold] for every n in {1, 2, 4, ...} ≤ N, side by
 side in one run on the same synthetic pools:
 
-    .venv/bin/python bench/bon_estimator.py             # 500 prompts x 10,000 samples (about a minute)
+    .venv/bin/python bench/bon_estimator.py             # 500 prompts x 10,000 samples (about 20 s)
     .venv/bin/python bench/bon_estimator.py --quick     # 50 prompts x 1,000 samples (seconds)
     .venv/bin/python bench/bon_estimator.py --json      # the figures as JSON on stdout
 
@@ -20,8 +20,8 @@ gold. A practical tolerance τ (default 1e-3 of the gold standard deviation) nee
 R_n = ceil(mean_p σ²_{p,n} / (P τ²)) draws per prompt and n. The script *measures* σ²_{p,n} and
 the seconds per draw on a few prompts with R0 draws each (and checks the error model: the
 z-scores of those estimates against the exact values have RMS ≈ 1), then *extrapolates* the time
-of R_n draws for all P prompts linearly (draws are independent and batched in chunks smaller
-than R0, so time is linear in draws); it says which numbers are measured and which extrapolated.
+of R_n draws for all P prompts linearly (draws are independent and vectorized in batches, so
+time is linear in draws); it says which numbers are measured and which extrapolated.
 
 Synthetic pools: gold ~ prompt effect + N(0, 1); proxy = 0.6 gold + 0.8 N(0, 1), rounded to
 float32 as reward models emit it, which leaves a few tied proxy scores in about half the pools
