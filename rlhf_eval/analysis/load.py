@@ -134,7 +134,8 @@ def load_rl_run(
             matrices[name][i, j] = np.nan if value is None else value
     reference = fetch(
         con,
-        "SELECT proxy_reward, gold_reward, n_tokens FROM run_samples(?, checkpoint_names := ?) WHERE is_reference",
+        "SELECT proxy_reward, gold_reward, n_tokens FROM run_samples(?, checkpoint_names := ?) WHERE is_reference "
+        "ORDER BY prompt_id, sample_idx",
         [run, only],
     )
     ref_gold = np.array([np.nan if r["gold_reward"] is None else r["gold_reward"] for r in reference], dtype=float)
@@ -199,7 +200,7 @@ def rl_taus(con: duckdb.DuckDBPyConnection, run: str, only: list[str] | None = N
     rows = fetch(
         con,
         "SELECT checkpoint, proxy_reward, gold_reward FROM run_samples(?, checkpoint_names := ?) "
-        "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL",
+        "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL ORDER BY checkpoint, prompt_id, sample_idx",
         [run, only],
     )
     grouped: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
@@ -229,7 +230,8 @@ def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str, only: list[
         con,
         "SELECT cs.checkpoint, cs.is_reference, cs.sample_id, sc.scorer_id, sc.value "
         "FROM run_samples(?, checkpoint_names := ?) cs JOIN scores sc ON sc.sample_id = cs.sample_id "
-        "WHERE list_contains(?, sc.scorer_id) AND sc.value IS NOT NULL",
+        "WHERE list_contains(?, sc.scorer_id) AND sc.value IS NOT NULL "
+        "ORDER BY cs.checkpoint, cs.sample_id, sc.scorer_id",
         [run, only, members],
     )
     by_sample: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
