@@ -339,6 +339,7 @@ class Evaluation:
         self.compute_kl(unit, plan, samples, get_policy, tokenizer, ref_fp)
         self.compute_scores(unit, plan, samples)
         self.compute_features(unit, plan, samples)
+        self.store.stage_refresh(unit_checkpoints([unit]))  # its rows are complete: aggregate them
         self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
         del policy
         gc.collect()
@@ -494,10 +495,13 @@ class Evaluation:
             self.store.stage("features", feature_rows)
             self.stats.features_computed += len(chunk)
 
-    def compute_ensembles(self, units: Sequence[ModelUnit], ref_fp: str) -> None:
+    def compute_ensembles(self, units: Sequence[ModelUnit], ref_fp: str) -> bool:
+        """Stage the ensemble scores still missing; whether any ensemble is configured."""
+        configured = False
         for members in (self.proxy_ids, self.gold_ids):
             if len(members) < 2:
                 continue
+            configured = True
             scorer_id = self.role_scorer(members, ref_fp)
             ref_plan = self.planned(ref_fp)
             stats = [member_stats([self.member_values[m].get(p.sample_id) for p in ref_plan]) for m in members]
@@ -522,6 +526,7 @@ class Evaluation:
                     ],
                 )
                 self.stats.scores_computed += len(todo)
+        return configured
 
     def warn(self, message: str) -> None:
         self.stats.warnings.append(message)
@@ -545,7 +550,8 @@ class Evaluation:
             self.store.flush()
             for unit in units:
                 self.evaluate_unit(unit, ref_fp)
-            self.compute_ensembles(units, ref_fp)
+            if self.compute_ensembles(units, ref_fp):
+                self.store.stage_refresh(unit_checkpoints(units))  # ensemble scores complete them
             self.stage_evaluation("completed", datetime.now(timezone.utc).replace(tzinfo=None))
             self.store.flush()
             names = [run.name for run in self.runs]
@@ -571,6 +577,11 @@ class Evaluation:
             row[0] for row in self.store.query("SELECT column_name FROM (DESCRIBE SELECT * FROM checkpoint_summary)")
         ]
         return [dict(zip(names, row, strict=True)) for row in con_rows]
+
+
+def unit_checkpoints(units: Sequence[ModelUnit]) -> list[tuple[str, str]]:
+    """The (run, checkpoint) keys of the checkpoints these model units are evaluated for."""
+    return [(c.run, c.checkpoint) for unit in units for c in unit.checkpoints]
 
 
 def evaluate(config: EvalConfig) -> EvalResult:

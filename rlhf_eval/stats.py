@@ -4,17 +4,25 @@ nothing like a scan of every sample.
 ``checkpoint_summary`` is the view every reader starts from (the CLI table, the gate, the
 dashboard's overview, the report). Aggregating it from the per-sample rows on each read costs a
 join of samples, KL, two scores and a pivot of every detector feature: seconds at a million
-samples. Instead the single writer refreshes ``checkpoint_stats`` (one row per checkpoint) inside
-the same transaction that ingests the rows it summarizes (``Store.flush``), for exactly the
-checkpoints those rows touch, so a reader never sees rows without their aggregates or the
-reverse. The view joins the aggregates to ``checkpoints`` on the keys they were computed for
-(model, reference, generation, suite, samples per prompt, scorers): a checkpoint whose row
-changed but whose aggregates were not yet refreshed is left out rather than shown with stale
-numbers.
+samples. Instead the single writer keeps ``checkpoint_stats`` (one row per checkpoint).
 
-The aggregates are the same as before: means over samples (NULL scores left out of a mean and
-counted in ``proxy_null``/``gold_null``) and 95% normal-approximation half-widths over per-prompt
-means (prompts are the unit): 1.959964 · sd(per-prompt means) / sqrt(number of prompts).
+When: a checkpoint's aggregates are computed once its rows are complete. The evaluator stages a
+refresh request for the checkpoints of a model once that model's samples, KL, scores and features
+are staged (``Store.stage_refresh``); the flush that ingests those rows refreshes the requested
+checkpoints in the same transaction, so a reader never sees rows without their aggregates or the
+reverse. Refreshing on every flush instead would rescan the per-sample tables each few seconds
+of an evaluation: sample ids are content hashes, so DuckDB cannot skip row groups, and one
+refresh reads whole tables (30 s at 10M sample rows, docs/performance.md). A request is a staged
+shard like any rows, so a run killed before its flush still gets its aggregates on the next start.
+
+The view joins the aggregates to ``checkpoints`` on the keys they were computed for (model,
+reference, generation, suite, samples per prompt, scorers): a checkpoint whose row changed (a
+re-evaluation with more samples or another scorer) is left out until its aggregates are
+refreshed, rather than shown with stale numbers.
+
+The aggregates: means over samples (NULL scores left out of a mean and counted in
+``proxy_null``/``gold_null``) and 95% normal-approximation half-widths over per-prompt means
+(prompts are the unit): 1.959964 · sd(per-prompt means) / sqrt(number of prompts).
 """
 
 from __future__ import annotations
@@ -111,11 +119,40 @@ GROUP BY r.run, r.checkpoint
 
 _TOUCHED = "(run, checkpoint) IN (SELECT run, checkpoint FROM stats_touched)"
 
+#: At most this many samples are aggregated by one statement of ``refresh_all`` (memory: the
+#: feature pivot holds a hash table over the selected samples).
+REFRESH_BATCH_SAMPLES = 1_000_000
+
 
 def refresh_all(con: Any) -> None:
-    """Recompute the aggregates of every checkpoint (after the migration that adds them)."""
+    """Recompute the aggregates of every checkpoint (after the migration that adds them), in
+    statements of at most ``REFRESH_BATCH_SAMPLES`` samples each: one statement over a database
+    of 10M samples runs out of memory under a 12 GB cap."""
     con.execute("DELETE FROM checkpoint_stats")
-    con.execute(_REFRESH.format(target="TRUE"))
+    sizes = con.execute(
+        "SELECT c.run, c.checkpoint, coalesce(c.samples_per_prompt * s.n_prompts, 0) "
+        "FROM checkpoints c LEFT JOIN suites s USING (suite_fp) ORDER BY c.model_fp, c.run, c.checkpoint"
+    ).fetchall()
+    for batch in batches_by_size([((run, ckpt), int(n)) for run, ckpt, n in sizes], REFRESH_BATCH_SAMPLES):
+        refresh_checkpoints(con, batch)
+
+
+def batches_by_size(items: list[tuple[tuple[str, str], int]], budget: int) -> list[list[tuple[str, str]]]:
+    """Consecutive groups of keys whose sizes add up to at most ``budget`` (an item larger than
+    the budget is a group of its own).
+
+    >>> batches_by_size([(("a", "1"), 3), (("a", "2"), 3), (("b", "1"), 5)], 6)
+    [[('a', '1'), ('a', '2')], [('b', '1')]]
+    """
+    groups: list[list[tuple[str, str]]] = []
+    used = budget + 1
+    for key, size in items:
+        if used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(key)
+        used += size
+    return groups
 
 
 def refresh_checkpoints(con: Any, keys: list[tuple[str, str]]) -> None:
@@ -132,23 +169,3 @@ def refresh_checkpoints(con: Any, keys: list[tuple[str, str]]) -> None:
         con.execute(_REFRESH.format(target=_TOUCHED))
     finally:
         con.unregister("stats_touched")
-
-
-def touched_checkpoints(con: Any, table: str, view: str) -> list[tuple[str, str]]:
-    """The (run, checkpoint) pairs whose aggregates rows of ``table`` (registered as ``view``)
-    can change: checkpoints of the samples' models, the checkpoint rows themselves, and the
-    checkpoints of a suite whose prompts changed."""
-    if table == "checkpoints":
-        sql = f"SELECT DISTINCT run, checkpoint FROM {view}"
-    elif table == "samples":
-        sql = f"SELECT DISTINCT run, checkpoint FROM checkpoints WHERE model_fp IN (SELECT model_fp FROM {view})"
-    elif table in ("kl", "scores", "features"):
-        sql = (
-            "SELECT DISTINCT c.run, c.checkpoint FROM checkpoints c WHERE c.model_fp IN "
-            f"(SELECT s.model_fp FROM samples s WHERE s.sample_id IN (SELECT sample_id FROM {view}))"
-        )
-    elif table == "prompts":
-        sql = f"SELECT DISTINCT run, checkpoint FROM checkpoints WHERE suite_fp IN (SELECT suite_fp FROM {view})"
-    else:
-        return []
-    return [(str(run), str(checkpoint)) for run, checkpoint in con.execute(sql).fetchall()]

@@ -302,6 +302,8 @@ def migrations() -> list[Migration]:
 SCHEMA_VERSION = max(m.version for m in migrations())
 #: The migration that adds ``checkpoint_stats``; its aggregates are filled when it is applied.
 STATS_MIGRATION = 3
+#: Shards of this name hold (run, checkpoint) pairs whose aggregates the flush refreshes.
+REFRESH_SHARD = "stats_refresh"
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -425,7 +427,18 @@ class Store:
         if not rows:
             return
         mode, schema = TABLES[table]
-        data = pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema)
+        self._write_shard(table, pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema))
+
+    def stage_refresh(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Ask the next flush to recompute the aggregates of these (run, checkpoint) pairs
+        (``checkpoint_stats``, see ``stats.py``): staged as a shard like rows, so the request
+        survives a run killed before that flush."""
+        if not keys:
+            return
+        runs, checkpoints = zip(*sorted(set(keys)), strict=True)
+        self._write_shard(REFRESH_SHARD, pa.table({"run": list(runs), "checkpoint": list(checkpoints)}))
+
+    def _write_shard(self, table: str, data: pa.Table) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{table}.parquet"
         tmp = self.staging / (name + ".tmp")
@@ -466,14 +479,17 @@ class Store:
             touched: set[tuple[str, str]] = set()
             for index, shard in enumerate(shards):
                 table = shard.stem.rsplit("-", 1)[-1]
+                if table == REFRESH_SHARD:
+                    request = pq.read_table(shard)
+                    touched.update(zip(request["run"].to_pylist(), request["checkpoint"].to_pylist(), strict=True))
+                    continue
                 mode, schema = TABLES[table]
                 data = pq.read_table(shard, schema=schema)
                 view = f"shard_{index}"
                 con.register(view, data)
                 con.execute(f"INSERT OR {mode} INTO {table} BY NAME SELECT * FROM {view}")
-                touched.update(stats.touched_checkpoints(con, table, view))
                 con.unregister(view)
-            stats.refresh_checkpoints(con, sorted(touched))  # aggregates land with their rows
+            stats.refresh_checkpoints(con, sorted(touched))  # requested aggregates land with the rows
             con.execute("COMMIT")
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: writing rows failed ({str(exc).splitlines()[0][:200]})") from None

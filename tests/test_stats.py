@@ -91,7 +91,10 @@ def expected(samples: list[dict[str, Any]], limit: int, gold: dict[str, float | 
     }
 
 
-def test_summary_matches_the_rows_and_follows_every_flush(tmp_path: Path) -> None:
+KEY = [("ppo", "checkpoint-1")]
+
+
+def test_summary_matches_the_rows_and_follows_every_refresh(tmp_path: Path) -> None:
     db = tmp_path / "db.duckdb"
     store = Store(db)
     with store.writer():
@@ -100,6 +103,7 @@ def test_summary_matches_the_rows_and_follows_every_flush(tmp_path: Path) -> Non
         )
         store.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1")])
         samples = seed_rows(store, "m1")
+        store.stage_refresh(KEY)
     gold = {s["sample_id"]: (None if k == 0 else float(k % 4)) for k, s in enumerate(samples)}
     (row,) = checkpoint_summary(db)
     want = expected(samples, 2, gold)  # samples_per_prompt = 2: the third sample of each prompt is left out
@@ -111,6 +115,9 @@ def test_summary_matches_the_rows_and_follows_every_flush(tmp_path: Path) -> Non
     # the checkpoint is re-evaluated with 3 samples per prompt: its row changes, its aggregates follow
     with store.writer():
         store.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1", samples=3)])
+    assert checkpoint_summary(db) == []  # its row changed, its aggregates were not refreshed: left out
+    with store.writer():
+        store.stage_refresh(KEY)
     (row,) = checkpoint_summary(db)
     assert row["n_samples"] == 9 and row["gold_reward"] == pytest.approx(expected(samples, 3, gold)["gold_reward"])
 
@@ -118,6 +125,7 @@ def test_summary_matches_the_rows_and_follows_every_flush(tmp_path: Path) -> Non
     with store.writer():
         store.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1", gold="gold2", samples=3)])
         store.stage("scores", [{"sample_id": s["sample_id"], "scorer_id": "gold2", "value": 7.0} for s in samples])
+        store.stage_refresh(KEY)
     (row,) = checkpoint_summary(db)
     assert row["gold_reward"] == 7.0 and row["gold_null"] == 0 and row["gold_scorer"] == "gold2"
 
@@ -131,6 +139,8 @@ def test_aggregates_for_other_keys_are_never_shown(tmp_path: Path) -> None:
         )
         store.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1")])
         seed_rows(store, "m1")
+        store.stage_refresh(KEY)
+    assert len(checkpoint_summary(db)) == 1
     con = duckdb.connect(str(db))
     con.execute("UPDATE checkpoints SET gold_scorer = 'other'")  # a row changed behind the writer's back
     con.close()
@@ -170,3 +180,73 @@ def test_a_version_2_database_gets_its_aggregates_on_upgrade(tmp_path: Path) -> 
     for x, y in zip(after[0], before[0], strict=True):
         assert x == y or (isinstance(x, float) and x == pytest.approx(y))
     assert len(samples) == 9
+
+
+def test_rows_flushed_without_a_request_leave_the_aggregates_alone(tmp_path: Path) -> None:
+    """Flushes in the middle of a checkpoint's evaluation do not pay for a refresh: the
+    aggregates change only when the writer says the checkpoint's rows are complete."""
+    db = tmp_path / "db.duckdb"
+    store = Store(db)
+    with store.writer():
+        store.stage(
+            "prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)]
+        )
+        store.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1", samples=3)])
+        samples = seed_rows(store, "m1")
+        store.flush()
+        assert checkpoint_summary(db) == []
+        store.stage_refresh(KEY)
+    (row,) = checkpoint_summary(db)
+    assert row["n_samples"] == len(samples) == 9
+    with store.writer():  # a replaced feature value, no request: the stored aggregate stays
+        store.stage("features", [{"sample_id": s["sample_id"], "feature": "seq_rep_4", "version": 2, "value": 1.0}
+                                 for s in samples])  # fmt: skip
+    assert checkpoint_summary(db)[0]["seq_rep_4"] == pytest.approx(row["seq_rep_4"]) != 1.0
+    with store.writer():
+        store.stage_refresh(KEY)
+    assert checkpoint_summary(db)[0]["seq_rep_4"] == 1.0
+
+
+def test_a_request_staged_before_a_kill_is_applied_by_the_next_writer(tmp_path: Path) -> None:
+    db = tmp_path / "db.duckdb"
+    killed = Store(db)
+    killed.migrate()
+    killed.stage("prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)])
+    killed.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1")])
+    seed_rows(killed, "m1")
+    killed.stage_refresh(KEY)  # the process dies here: rows and request staged, nothing flushed
+    assert checkpoint_summary(db) == []
+    with Store(db).writer():
+        pass
+    (row,) = checkpoint_summary(db)
+    assert row["n_samples"] == 6 and not list(killed.staging.glob("*.parquet"))
+
+
+def test_refresh_all_aggregates_in_bounded_statements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upgrading a large database aggregates a bounded number of samples per statement; the
+    result is the same as one statement over everything."""
+    from rlhf_eval import stats
+
+    db = tmp_path / "db.duckdb"
+    store = Store(db)
+    with store.writer():
+        store.stage(
+            "prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)]
+        )
+        store.stage("suites", [{"suite_fp": "suite", "name": "s", "version": "1", "source": "x", "n_prompts": 3}])
+        keys = [("ppo", "reference"), ("ppo", "checkpoint-1"), ("dpo", "checkpoint-1")]
+        store.stage("checkpoints", [checkpoint_row(run, ckpt, f"m-{run}-{ckpt}") for run, ckpt in keys])
+        for run, ckpt in keys:
+            seed_rows(store, f"m-{run}-{ckpt}")
+        store.stage_refresh(keys)
+    con = duckdb.connect(str(db))
+    one = con.execute("SELECT * EXCLUDE (refreshed_at) FROM checkpoint_stats ORDER BY ALL").fetchall()
+    statements: list[list[tuple[str, str]]] = []
+    real = stats.refresh_checkpoints
+    monkeypatch.setattr(stats, "REFRESH_BATCH_SAMPLES", 12)  # each checkpoint: 2 samples x 3 prompts
+    monkeypatch.setattr(stats, "refresh_checkpoints", lambda c, k: (statements.append(k), real(c, k)))
+    stats.refresh_all(con)
+    batched = con.execute("SELECT * EXCLUDE (refreshed_at) FROM checkpoint_stats ORDER BY ALL").fetchall()
+    con.close()
+    assert [len(k) for k in statements] == [2, 1]
+    assert batched == one and len(one) == 3

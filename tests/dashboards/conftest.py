@@ -114,6 +114,7 @@ def build_database(db: Path) -> None:
     with store.writer():
         for table, table_rows in rows.items():
             store.stage(table, table_rows)
+        store.stage_refresh([(c["run"], c["checkpoint"]) for c in rows["checkpoints"]])
         store.stage(
             "bon_runs",
             [{"run": "bon", "pool_run": "bon-pool", "pool_checkpoint": "reference", "pool_size": 8, "ns": [1, 2, 4, 8],
