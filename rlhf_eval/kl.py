@@ -30,6 +30,9 @@ import torch
 from rlhf_eval.models import as_tensor
 from rlhf_eval.sampling import SamplingParams, processed_logprobs
 
+#: The per-sequence sums ``kl_from_logits`` returns: log π, log π_ref of the response, k1, k2, k3, full.
+_SUMS = ("lp", "lq", "k1", "k2", "k3", "full")
+
 
 @dataclass(frozen=True)
 class KLItem:
@@ -77,7 +80,7 @@ def full_vocab_kl(policy_logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> 
     """
     probs = policy_logprobs.exp()
     terms = probs * (policy_logprobs - ref_logprobs)
-    return torch.where(probs > 0, terms, torch.zeros_like(terms)).sum(dim=-1)
+    return torch.where(probs > 0, terms, 0.0).sum(dim=-1)
 
 
 def kl_from_logits(
@@ -92,22 +95,36 @@ def kl_from_logits(
     """Per-sequence sums of the estimators from logits aligned with the response tokens.
 
     ``policy_logits``/``ref_logits``: (B, T, V), position t predicting ``targets[:, t]``;
-    ``mask``: (B, T) true on response tokens. Processed over T in chunks to bound memory.
+    ``mask``: (B, T) true on response tokens. Processed over T in chunks to bound memory; in each
+    chunk only the masked positions go through the vocabulary-wide math (padding positions of
+    short responses are skipped, not computed and zeroed), and their values are put back in
+    place, so each sum adds the same numbers in the same order as a masked sum over the chunk.
+    Sums stay on the logits' device until the end (one transfer, not one per chunk).
     """
-    sums = {name: torch.zeros(targets.shape[0], dtype=torch.float64) for name in ("lp", "lq", "k1", "k2", "k3", "full")}
-    for start in range(0, targets.shape[1], chunk):
-        window = slice(start, start + chunk)
-        logp = processed_logprobs(policy_logits[:, window], params)
-        logq = torch.log_softmax(ref_logits[:, window].float(), dim=-1)
-        target = targets[:, window].unsqueeze(-1)
+    batch, width = targets.shape
+    device = policy_logits.device
+    accumulated = {name: torch.zeros(batch, dtype=torch.float64, device=device) for name in _SUMS}
+    # masked positions ordered by position, then row: chunk k is a contiguous run of them
+    cols, rows = mask.t().nonzero(as_tuple=True)
+    ends = [0, *mask.sum(dim=0).cumsum(dim=0).tolist()]
+    for start in range(0, width, chunk):
+        stop = min(start + chunk, width)
+        picked = slice(ends[start], ends[stop])
+        if picked.start == picked.stop:
+            continue
+        row, col = rows[picked], cols[picked]
+        logp = processed_logprobs(policy_logits[row, col], params)
+        logq = torch.log_softmax(ref_logits[row, col].float(), dim=-1)
+        target = targets[row, col].unsqueeze(-1)
         lp = logp.gather(-1, target).squeeze(-1)
         lq = logq.gather(-1, target).squeeze(-1)
         k1, k2, k3 = token_estimators(lq - lp)
         full = full_vocab_kl(logp, logq)
-        keep = mask[:, window]
-        for name, value in (("lp", lp), ("lq", lq), ("k1", k1), ("k2", k2), ("k3", k3), ("full", full)):
-            sums[name] += torch.where(keep, value, torch.zeros_like(value)).double().sum(dim=-1).cpu()
-    return sums
+        for name, value in zip(_SUMS, (lp, lq, k1, k2, k3, full), strict=True):
+            dense = torch.zeros((batch, stop - start), dtype=torch.float64, device=device)
+            dense[row, col - start] = value.double()
+            accumulated[name] += dense.sum(dim=-1)
+    return {name: value.cpu() for name, value in accumulated.items()}
 
 
 def _response_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
@@ -117,6 +134,8 @@ def _response_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, width: i
     extra: dict[str, Any] = {"logits_to_keep": width + 1} if "logits_to_keep" in accepted else {}
     if "position_ids" in accepted:  # left padding shifts positions (ALiBi models take none)
         extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    if "use_cache" in accepted:  # one forward, no decoding after it: a KV cache is only memory
+        extra["use_cache"] = False
     logits = model(input_ids=ids, attention_mask=mask, **extra).logits
     return logits[:, -(width + 1) : -1, :]
 

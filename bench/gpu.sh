@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The scoring benchmarks at GPU scale, as one short script for a lent H100/H200 (under 8 minutes;
+# never part of `make test`):
+#
+#   bash bench/gpu.sh                 # results and logs under $OUT (default: a temporary folder)
+#
+# 1. checks nvidia-smi and the venv (.venv; created with --system-site-packages when missing, so
+#    a machine with torch and transformers installed works offline);
+# 2. builds, on the GPU, a ~1B-parameter Llama (hidden 2048, 16 layers, MLP 5632, vocabulary
+#    32,000) as the reference, a perturbed copy as the policy and a Llama reward model of the
+#    same size, all bf16 safetensors in a temporary folder (bench/scoring_flops.py --save-models);
+# 3. bench/scoring_flops.py on them: the KL path (plan_kl_batches + estimate_kl) against the bf16
+#    torch.mm peak on cuda, then the same in fp32 (the evaluator loads models in fp32 today);
+# 4. a timed end-to-end `rlhf-eval eval` of that policy (generation, KL, the 1B reward model) on
+#    64 prompts x 4 samples, with its peak host RSS;
+# 5. the vLLM generation backend if installed and if `rlhf-eval eval` has a backend option
+#    (it has none today: skipped, with a message);
+# 6. bench/memory.py --quick if time is left;
+# then prints a short summary. Every step runs under `timeout` against one overall deadline.
+#
+# A dry run of the script's logic on a CPU, at tiny scale (a few minutes here):
+#   GPU_BENCH_DEVICE=cpu GPU_BENCH_SCALE=tiny bash bench/gpu.sh
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+DEADLINE=$((SECONDS + ${GPU_BENCH_SECONDS:-460}))
+DEVICE=${GPU_BENCH_DEVICE:-cuda}
+SCALE=${GPU_BENCH_SCALE:-1b}
+OUT=${OUT:-$(mktemp -d -t rlhf_gpu_bench.XXXXXX)}
+WORK=$(mktemp -d -t rlhf_gpu_models.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$OUT"
+SUMMARY=()
+
+note() { printf '[gpu.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
+
+# Runs "$@" under timeout: at most $1 seconds and never past the deadline (minus 10 s).
+step() {
+  local budget=$1
+  shift
+  local left=$((DEADLINE - SECONDS - 10))
+  if ((left < 20)); then
+    note "skipped (deadline): $*"
+    return 124
+  fi
+  ((budget > left)) && budget=$left
+  timeout --kill-after=10 "$budget" "$@"
+}
+
+# -- 1. machine and environment ---------------------------------------------------------------
+if [[ $DEVICE == cuda ]]; then
+  if ! command -v nvidia-smi >/dev/null 2>&1; then
+    echo "nvidia-smi not found: this script needs an NVIDIA GPU (or GPU_BENCH_DEVICE=cpu for a dry run)" >&2
+    exit 2
+  fi
+  step 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/nvidia-smi.txt"
+else
+  echo "dry run on $DEVICE (no GPU), scale $SCALE" | tee "$OUT/nvidia-smi.txt"
+fi
+
+PY=.venv/bin/python
+if [[ ! -x $PY ]]; then
+  note "no .venv: creating one on the system's packages"
+  python3 -m venv --system-site-packages .venv || exit 2
+  .venv/bin/pip install --quiet --no-deps --no-build-isolation -e . || exit 2
+fi
+if ! "$PY" -c "import sys, torch, transformers, rlhf_eval; assert sys.argv[1] != 'cuda' or torch.cuda.is_available(), 'torch sees no GPU'" "$DEVICE"; then
+  echo "the venv cannot import torch/transformers/rlhf_eval with CUDA: install the project into .venv first" >&2
+  exit 2
+fi
+CLI=.venv/bin/rlhf-eval
+
+# -- 2. models ---------------------------------------------------------------------------------
+note "building the $SCALE reference, policy and reward model (bf16, on $DEVICE) ..."
+if ! step 150 "$PY" bench/scoring_flops.py --scale "$SCALE" --device "$DEVICE" --dtype bfloat16 \
+  --save-models "$WORK" >"$OUT/models.json" 2>"$OUT/models.log"; then
+  tail -5 "$OUT/models.log" >&2
+  echo "building the models failed or ran out of time" >&2
+  exit 1
+fi
+du -sh "$WORK"/ref "$WORK"/run/policy "$WORK"/rm >&2
+
+# -- 3. KL scoring against the matmul peak -----------------------------------------------------
+SAMPLES=2048
+[[ $DEVICE == cuda ]] || SAMPLES=64
+for dtype in bfloat16 float32; do
+  note "scoring_flops: $SCALE policy + reference, $DEVICE $dtype ..."
+  if step 120 "$PY" bench/scoring_flops.py --device "$DEVICE" --dtype "$dtype" --samples "$SAMPLES" \
+    --policy-dir "$WORK/run/policy" --ref-dir "$WORK/ref" --json >"$OUT/scoring_$dtype.json" 2>"$OUT/scoring_$dtype.log"; then
+    SUMMARY+=("$("$PY" - "$OUT/scoring_$dtype.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, rt, t, p = r["seconds"], r["rates"], r["targets"], r["padding"]
+print(f"scoring {r['machine']['dtype']}: {r['model']['parameters'] / 1e9:.2f}B params, {r['workload']['real_tokens']} tokens; "
+      f"path {s['planned_path']:.2f} s (forwards {s['forwards_alone']:.2f}, KL math {s['kl_math']:.2f}, "
+      f"before the kl.py change {s['kl_math_before']:.2f}); naive batching {s['naive_path'] / s['planned_path']:.2f}x; "
+      f"peak {rt['peak'] / 1e12:.0f} TFLOP/s; utilisation {t['utilisation_convention']['value']:.0%} (2NT), "
+      f"{t['utilisation_needed']['value']:.0%} (needed): target 40% "
+      f"{'met' if t['utilisation_convention']['met'] else 'NOT met'}; padding waste seq "
+      f"{p['naive']['sequence_waste']:.0%} -> {p['planned']['sequence_waste']:.0%}, rows "
+      f"{p['naive']['logit_row_waste']:.0%} -> {p['planned']['logit_row_waste']:.0%}")
+EOF
+)")
+  else
+    SUMMARY+=("scoring $dtype: failed or timed out (see $OUT/scoring_$dtype.log)")
+    tail -5 "$OUT/scoring_$dtype.log" >&2
+  fi
+done
+
+# -- 4. end-to-end eval ------------------------------------------------------------------------
+note "rlhf-eval eval: $SCALE policy vs reference, $SCALE reward model, 64 prompts x 4 samples, 64 new tokens ..."
+TIMER=()
+[[ -x /usr/bin/time ]] && TIMER=(/usr/bin/time -v -o "$OUT/eval_time.txt")
+started=$SECONDS
+if step 150 "${TIMER[@]}" "$CLI" eval "$WORK/run/policy" --run gpu --ref "$WORK/ref" --suite "$WORK/prompts.jsonl" \
+  --proxy "$WORK/rm" --gold "$WORK/gold.py:score" --samples 4 --max-new-tokens 64 --db "$WORK/gpu.duckdb" \
+  --no-progress --no-analysis >"$OUT/eval.log" 2>&1; then
+  rss=$(awk -F': ' '/Maximum resident/ {printf "%.0f MB", $2 / 1024}' "$OUT/eval_time.txt" 2>/dev/null)
+  SUMMARY+=("eval end to end: $((SECONDS - started)) s for 2 x 256 samples (load 3 fp32 $SCALE models, generate, KL, score); peak host RSS ${rss:-n/a}")
+else
+  SUMMARY+=("eval end to end: failed or timed out after $((SECONDS - started)) s (see $OUT/eval.log)")
+  tail -5 "$OUT/eval.log" >&2
+fi
+
+# -- 5. vLLM -----------------------------------------------------------------------------------
+if "$PY" -c "import vllm" >/dev/null 2>&1; then
+  if "$CLI" eval --help 2>/dev/null | grep -qi -- "--backend"; then
+    SUMMARY+=("vLLM installed and a --backend option exists: not wired into this script yet: skipped")
+  else
+    SUMMARY+=("vLLM installed, but rlhf-eval eval has no generation-backend option: skipped")
+  fi
+else
+  SUMMARY+=("vLLM not installed: skipped")
+fi
+
+# -- 6. memory (tiny models; the host RSS with CUDA in the process) ------------------------------
+if ((DEADLINE - SECONDS > 100)); then
+  note "memory.py --quick ..."
+  if step 90 "$PY" bench/memory.py --quick >"$OUT/memory.txt" 2>"$OUT/memory.log"; then
+    SUMMARY+=("memory --quick: $(grep -E '^\| (peak RSS beyond|does not grow)' "$OUT/memory.txt" | tr '\n' ' ')")
+  else
+    SUMMARY+=("memory --quick: failed or timed out (see $OUT/memory.log)")
+  fi
+else
+  SUMMARY+=("memory --quick: skipped (deadline)")
+fi
+
+echo
+echo "== bench/gpu.sh summary ($(head -1 "$OUT/nvidia-smi.txt" 2>/dev/null), ${SECONDS} s) =="
+for line in "${SUMMARY[@]}"; do
+  echo "- $line"
+done
+echo "files: $OUT"
