@@ -2,8 +2,12 @@
 
 Every stage is a batch function (``TransformersBackend.generate``, ``estimate_kl``,
 ``Scorer.score``, ``run_detectors``); this module plans the work, skips what the database
-already holds, and stages each finished batch (``store.py``). Batches are planned over the
-*whole* work list of a model, deterministically, and a batch is skipped only when all its rows
+already holds, and stages each finished batch (``store.py``).
+
+A model's work list is cut into fixed parts of ``UNIT_PART`` samples (its plan, in suite order),
+and each part goes through every stage before the next starts: only one part's samples (token
+ids, texts) are held in memory, so memory does not grow with the number of samples. Within a
+part, batches are planned deterministically, and a batch is skipped only when all its rows
 exist: a resumed run recomputes interrupted batches with exactly the same composition, so it
 ends with exactly the rows of an uninterrupted run.
 """
@@ -58,6 +62,8 @@ from rlhf_eval.units import (
 SAMPLER_VERSION = "inverse-cdf-v1"
 SCORE_CHUNK = 256
 FEATURE_CHUNK = 2048
+#: Samples of one model taken through all stages at a time (the most held in memory).
+UNIT_PART = 4096
 
 
 @dataclass(frozen=True)
@@ -302,10 +308,11 @@ class Evaluation:
             for i in range(self.samples_per_prompt)
         ]
 
-    def existing_samples(self, model_fp: str) -> dict[str, dict[str, Any]]:
+    def existing_samples(self, model_fp: str, part: Sequence[PlannedSample]) -> dict[str, dict[str, Any]]:
         found = self.store.query(
-            "SELECT sample_id, prompt_token_ids, token_ids, response FROM samples WHERE model_fp = ? AND gen_key = ?",
-            [model_fp, self.gen_key],
+            "SELECT sample_id, prompt_token_ids, token_ids, response FROM samples "
+            f"WHERE model_fp = ? AND gen_key = ? AND {IN_PART}",
+            [model_fp, self.gen_key, part_ids(part)],
         )
         return {r[0]: {"prompt_token_ids": r[1], "token_ids": r[2], "response": r[3]} for r in found}
 
@@ -319,7 +326,6 @@ class Evaluation:
 
     def evaluate_unit(self, unit: ModelUnit, ref_fp: str) -> None:
         plan = self.planned(unit.fingerprint)
-        samples = self.existing_samples(unit.fingerprint)
         policy: Any = None
         tokenizer = self.ref_tokenizer if unit.fingerprint == ref_fp else self.tokenizers[unit.spec.path]
 
@@ -334,11 +340,25 @@ class Evaluation:
                     self.stats.models_loaded += 1
             return policy
 
-        if any(p.sample_id not in samples for p in plan):
-            self.generate(unit, plan, samples, get_policy(), tokenizer)
-        self.compute_kl(unit, plan, samples, get_policy, tokenizer, ref_fp)
-        self.compute_scores(unit, plan, samples)
-        self.compute_features(unit, plan, samples)
+        parts = [plan[start : start + UNIT_PART] for start in range(0, len(plan), UNIT_PART)]
+        truncated: set[str] = set()  # prompts cut to fit, among those sampled now
+        sampled: set[str] = set()
+        for number, part in enumerate(parts, 1):
+            label = unit.label if len(parts) == 1 else f"{unit.label} part {number}/{len(parts)}"
+            samples = self.existing_samples(unit.fingerprint, part)
+            if any(p.sample_id not in samples for p in part):
+                sampled.update(p.prompt.prompt_id for p in part)
+                truncated.update(self.generate(unit, label, part, samples, get_policy(), tokenizer))
+            self.compute_kl(unit, label, part, samples, get_policy, tokenizer, ref_fp)
+            self.compute_scores(unit, label, part, samples)
+            self.compute_features(unit, part, samples)
+            del samples
+        if truncated:
+            self.stats.prompts_truncated += len(truncated)
+            self.warn(
+                f"{unit.label}: {len(truncated)} of {len(sampled)} prompts exceed the context minus max_new_tokens "
+                f"and were cut to their last {self.max_prompt_tokens} tokens (stored with prompt_truncated = true)"
+            )
         self.store.stage_refresh(unit_checkpoints([unit]))  # its rows are complete: aggregate them
         self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
         del policy
@@ -347,21 +367,17 @@ class Evaluation:
     def generate(
         self,
         unit: ModelUnit,
+        label: str,
         plan: Sequence[PlannedSample],
         samples: dict[str, dict[str, Any]],
         policy: Any,
         tokenizer: Any,
-    ) -> None:
+    ) -> set[str]:
+        """Sample what ``plan`` lacks; returns the ids of its prompts that were cut to fit."""
         from rlhf_eval.generate import GenerationRequest, TransformersBackend, encode_prompts
 
-        encoded = {e.prompt.prompt_id: e for e in encode_prompts(self.suite.prompts, tokenizer, self.max_prompt_tokens)}
-        truncated = sum(1 for e in encoded.values() if e.truncated)
-        if truncated:
-            self.stats.prompts_truncated += truncated
-            self.warn(
-                f"{unit.label}: {truncated} of {len(encoded)} prompts exceed the context minus max_new_tokens "
-                f"and were cut to their last {self.max_prompt_tokens} tokens (stored with prompt_truncated = true)"
-            )
+        prompts = list({p.prompt.prompt_id: p.prompt for p in plan}.values())
+        encoded = {e.prompt.prompt_id: e for e in encode_prompts(prompts, tokenizer, self.max_prompt_tokens)}
         backend = TransformersBackend(policy, tokenizer, self.params, token_budget=self.config.token_budget)
         requests = [
             GenerationRequest(
@@ -373,7 +389,7 @@ class Evaluation:
             for p in plan
         ]
         batches = backend.plan(requests)
-        for batch in progress(batches, len(batches), f"{unit.label} generate", self.config.progress):
+        for batch in progress(batches, len(batches), f"{label} generate", self.config.progress):
             if all(r.sample_id in samples for r in batch):
                 continue
             fresh = []
@@ -385,10 +401,12 @@ class Evaluation:
             self.store.stage("samples", fresh)
             self.stats.samples_generated += len(fresh)
             self.store.maybe_flush()
+        return {prompt_id for prompt_id, e in encoded.items() if e.truncated}
 
     def compute_kl(
         self,
         unit: ModelUnit,
+        label: str,
         plan: Sequence[PlannedSample],
         samples: dict[str, dict[str, Any]],
         get_policy: Any,
@@ -397,11 +415,7 @@ class Evaluation:
     ) -> None:
         from rlhf_eval.kl import KLItem, estimate_kl, plan_kl_batches
 
-        done = self.existing_ids(
-            "SELECT k.sample_id FROM kl k JOIN samples s USING (sample_id) "
-            "WHERE k.ref_fp = ? AND s.model_fp = ? AND s.gen_key = ?",
-            [ref_fp, unit.fingerprint, self.gen_key],
-        )
+        done = self.existing_ids(f"SELECT sample_id FROM kl WHERE ref_fp = ? AND {IN_PART}", [ref_fp, part_ids(plan)])
         if all(p.sample_id in done for p in plan):
             return
         if unit.fingerprint == ref_fp and self.params.is_raw:
@@ -424,7 +438,7 @@ class Evaluation:
         vocab = int(policy.config.vocab_size)
         batches = plan_kl_batches(items, self.config.token_budget, vocab, logit_budget=64 * 1024 * 1024)
         pad = int(tokenizer.pad_token_id)
-        for batch in progress(batches, len(batches), f"{unit.label} KL", self.config.progress):
+        for batch in progress(batches, len(batches), f"{label} KL", self.config.progress):
             if all(item.sample_id in done for item in batch):
                 continue
             estimates = [
@@ -437,20 +451,18 @@ class Evaluation:
             self.store.maybe_flush()
 
     def compute_scores(
-        self, unit: ModelUnit, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
+        self, unit: ModelUnit, label: str, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
     ) -> None:
+        in_ensemble = {m for members in (self.proxy_ids, self.gold_ids) if len(members) > 1 for m in members}
         for scorer_id, scorer in self.scorers.items():
-            known = self.member_values.setdefault(scorer_id, {})
             stored = self.store.query(
-                "SELECT s.sample_id, s.value FROM scores s JOIN samples m USING (sample_id) "
-                "WHERE s.scorer_id = ? AND m.model_fp = ? AND m.gen_key = ?",
-                [scorer_id, unit.fingerprint, self.gen_key],
+                f"SELECT sample_id, value FROM scores WHERE scorer_id = ? AND {IN_PART}", [scorer_id, part_ids(plan)]
             )
-            known.update({sid: value for sid, value in stored})
+            known = dict(stored)
+            if scorer_id in in_ensemble:  # kept for the ensemble's standardization and aggregate
+                self.member_values.setdefault(scorer_id, {}).update(known)
             chunks = [plan[i : i + SCORE_CHUNK] for i in range(0, len(plan), SCORE_CHUNK)]
-            for chunk in progress(
-                chunks, len(chunks), f"{unit.label} {scorer.kind} {scorer.name}", self.config.progress
-            ):
+            for chunk in progress(chunks, len(chunks), f"{label} {scorer.kind} {scorer.name}", self.config.progress):
                 if all(p.sample_id in known for p in chunk):
                     continue
                 values = scorer.score([p.prompt for p in chunk], [samples[p.sample_id]["response"] for p in chunk])
@@ -459,6 +471,8 @@ class Evaluation:
                     if p.sample_id in known:
                         continue
                     known[p.sample_id] = value
+                    if scorer_id in in_ensemble:
+                        self.member_values[scorer_id][p.sample_id] = value
                     staged.append({"sample_id": p.sample_id, "scorer_id": scorer_id, "value": value})
                     self.stats.null_scores += value is None
                 self.store.stage("scores", staged)
@@ -478,9 +492,7 @@ class Evaluation:
         current = {(d.name, d.version) for d in REGISTRY.values()}
         have: dict[str, set[tuple[str, int]]] = {}
         for sid, feature, version in self.store.query(
-            "SELECT f.sample_id, f.feature, f.version FROM features f JOIN samples s USING (sample_id) "
-            "WHERE s.model_fp = ? AND s.gen_key = ?",
-            [unit.fingerprint, self.gen_key],
+            f"SELECT sample_id, feature, version FROM features WHERE {IN_PART}", [part_ids(plan)]
         ):
             have.setdefault(sid, set()).add((feature, version))
         todo = [p for p in plan if not current <= have.get(p.sample_id, set())]
@@ -577,6 +589,14 @@ class Evaluation:
             row[0] for row in self.store.query("SELECT column_name FROM (DESCRIBE SELECT * FROM checkpoint_summary)")
         ]
         return [dict(zip(names, row, strict=True)) for row in con_rows]
+
+
+#: Rows of one part of a model's plan: its sample ids arrive as one list parameter.
+IN_PART = "sample_id IN (SELECT unnest(?::VARCHAR[]))"
+
+
+def part_ids(part: Sequence[PlannedSample]) -> list[str]:
+    return [p.sample_id for p in part]
 
 
 def unit_checkpoints(units: Sequence[ModelUnit]) -> list[tuple[str, str]]:
