@@ -487,3 +487,58 @@ def test_a_model_evaluated_in_parts_stores_the_same_rows(
             assert list(mine) == [
                 pytest.approx(y, rel=1e-5, abs=1e-6) if isinstance(y, float) else y for y in theirs
             ], name
+
+
+def test_a_complete_rerun_loads_nothing_and_leaves_the_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suite_file: Path, gold_file: Path, gpt2_ref: Path,
+    gpt2_variant_a: Path, reward_model_dir: Path,
+) -> None:  # fmt: skip
+    """When the database already holds every row an evaluation asks for, a rerun answers from
+    it read-only: no tokenizer or model is loaded, the file is not touched, the analysis is
+    kept; any missing row (here one sample's features) sends it back through the evaluator,
+    which computes only that."""
+    import hashlib
+
+    from rlhf_eval import pipeline
+    from rlhf_eval.cli import jsonable
+    from rlhf_eval.pipeline import SUMMARY_SQL
+    from rlhf_eval.query import fetch_dicts
+
+    db = tmp_path / "cached.duckdb"
+    args = [
+        "eval",
+        str(gpt2_variant_a),
+        "--run",
+        "r",
+        *base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file),
+    ]
+    code, first, err = run_cli(*args, "--json")
+    assert code == 0, err
+
+    def fingerprint() -> tuple[str, int]:
+        return hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a cached rerun loaded a tokenizer or a model")
+
+    before = fingerprint()
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "load_tokenizer", refuse)
+        patch.setattr(pipeline, "load_causal_lm", refuse)
+        code, again, err = run_cli(*args, "--json")
+    assert code == 0, err
+    assert "nothing to compute" in err and "generated 0 samples, 0 KL, 0 scores, 0 feature rows" in err
+    assert fingerprint() == before
+    stored = fetch_dicts(db, SUMMARY_SQL, [["r"]])  # the first run's rows, with its analysis since
+    assert (
+        json.loads(again) == json.loads(json.dumps(jsonable(stored), default=str))
+        and len(stored) == len(json.loads(first)) == 2
+    )
+
+    con = duckdb.connect(str(db))
+    (victim,) = con.execute("SELECT sample_id FROM samples ORDER BY sample_id LIMIT 1").fetchone()
+    con.execute("DELETE FROM features WHERE sample_id = ?", [victim])
+    con.close()
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "nothing to compute" not in err and "generated 0 samples, 0 KL, 0 scores, 1 feature rows" in err
