@@ -172,6 +172,7 @@ def eval_command(
 ) -> None:
     """Discover checkpoints under PATHS, sample them on a suite, score, estimate KL, store, analyse."""
     from rlhf_eval.pipeline import EvalConfig, evaluate
+    from rlhf_eval.query import analysis_is_current
 
     warn_pickle(allow_pickle)
     config = EvalConfig(
@@ -198,7 +199,9 @@ def eval_command(
     )
     result = evaluate(config)
     report_work(result, db)
-    if not no_analysis:
+    if result.cached:
+        typer.echo(f"nothing to compute: {db} holds every row of this evaluation (eval {result.eval_id})", err=True)
+    if not no_analysis and not (result.cached and analysis_is_current(db, result.runs)):
         from rlhf_eval.analysis.runner import analyze_database
 
         reports, skipped = analyze_database(db, list(result.runs), skip_unknown=True)

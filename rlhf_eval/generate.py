@@ -137,6 +137,16 @@ def _output_cache(output: Any) -> Any:
     return cache if cache is not None else output.get("past_key_values")
 
 
+def prune_now(finished: int, active: int) -> bool:
+    """Drop finished rows from the batch once they are an eighth of it: each drop copies the KV
+    cache, so it is done when it saves at least that much of every following step.
+
+    >>> prune_now(0, 64), prune_now(7, 64), prune_now(8, 64), prune_now(1, 1)
+    (False, False, True, True)
+    """
+    return finished > 0 and finished * 8 >= active
+
+
 class TransformersBackend:
     """Batched sampling with a transformers causal LM and its KV cache."""
 
@@ -180,24 +190,33 @@ class TransformersBackend:
             extra["position_ids"] = positions
         output = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
         next_position = positions[:, -1] + 1
+        # rows still sampling (indices into the batch); finished rows leave the batch, their
+        # cache rows with them, so the steps after a short answer cost nothing for it
+        active = torch.arange(len(batch), device=device)
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
-        columns: list[torch.Tensor] = []
+        generated = torch.full((len(batch), steps), self.pad_id, dtype=torch.long, device=device)
         for step in range(steps):
             logprobs = processed_logprobs(output.logits[:, -1, :], self.params)
             token = inverse_cdf_sample(logprobs, draws[:, step]).to(device)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
-            columns.append(token)
+            generated[active, step] = token
             finished |= torch.isin(token, eos)
             if bool(finished.all()) or step == steps - 1:
                 break
+            cache = _output_cache(output)
+            if prune_now(int(finished.sum()), len(active)) and hasattr(cache, "batch_select_indices"):
+                keep = (~finished).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                active, token, mask = active[keep], token[keep], mask[keep]
+                draws, next_position, finished = draws[keep], next_position[keep], finished[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            step_inputs: dict[str, Any] = {self.cache_kwarg: _output_cache(output)}
+            step_inputs: dict[str, Any] = {self.cache_kwarg: cache}
             if self.takes_positions:
                 step_inputs["position_ids"] = next_position.unsqueeze(-1)
             output = self.model(input_ids=token.unsqueeze(-1), attention_mask=mask, use_cache=True, **step_inputs)
             next_position = next_position + 1
-        generated = torch.stack(columns, dim=1).cpu().tolist()
-        return [self._finish(request, row) for request, row in zip(batch, generated, strict=True)]
+        rows = generated.cpu().tolist()
+        return [self._finish(request, row) for request, row in zip(batch, rows, strict=True)]
 
     def _finish(self, request: GenerationRequest, row: list[int]) -> GeneratedSample:
         eos = set(self.eos_ids)

@@ -2,8 +2,12 @@
 
 Every stage is a batch function (``TransformersBackend.generate``, ``estimate_kl``,
 ``Scorer.score``, ``run_detectors``); this module plans the work, skips what the database
-already holds, and stages each finished batch (``store.py``). Batches are planned over the
-*whole* work list of a model, deterministically, and a batch is skipped only when all its rows
+already holds, and stages each finished batch (``store.py``).
+
+A model's work list is cut into fixed parts of ``UNIT_PART`` samples (its plan, in suite order),
+and each part goes through every stage before the next starts: only one part's samples (token
+ids, texts) are held in memory, so memory does not grow with the number of samples. Within a
+part, batches are planned deterministically, and a batch is skipped only when all its rows
 exist: a resumed run recomputes interrupted batches with exactly the same composition, so it
 ends with exactly the rows of an uninterrupted run.
 """
@@ -58,6 +62,8 @@ from rlhf_eval.units import (
 SAMPLER_VERSION = "inverse-cdf-v1"
 SCORE_CHUNK = 256
 FEATURE_CHUNK = 2048
+#: Samples of one model taken through all stages at a time (the most held in memory).
+UNIT_PART = 4096
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,11 @@ class WorkStats:
     lock_wait_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def work_done(self) -> int:
+        """Rows computed so far, of every kind."""
+        return self.samples_generated + self.kl_computed + self.scores_computed + self.features_computed
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -112,6 +123,9 @@ class EvalResult:
     runs: tuple[str, ...]
     summary: list[dict[str, Any]]
     stats: WorkStats
+    #: True when the database already held every row this evaluation asks for: nothing was
+    #: loaded, computed or written (``Evaluation.stored_result``).
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,14 +191,11 @@ class Evaluation:
         self.ref_dir = resolve_model_dir(config.ref, "--ref reference model")
         self.ref_spec = CheckpointSpec("", "reference", 0, self.ref_dir, "base", is_reference=True)
         validate_checkpoint(self.ref_spec, self.options)
-        self.ref_tokenizer = load_tokenizer(tokenizer_dirs(self.ref_spec), self.options, owner=self.ref_dir)
-        self.tokenizers: dict[Path, Any] = {}
         for run in self.runs:
             for checkpoint in run.checkpoints:
                 validate_checkpoint(checkpoint, self.options)
-                tokenizer = load_tokenizer(tokenizer_dirs(checkpoint), self.options, owner=checkpoint.path)
-                check_same_tokenizer(tokenizer, self.ref_tokenizer, checkpoint.path, self.ref_dir)
-                self.tokenizers[checkpoint.path] = tokenizer
+        self.ref_tokenizer: Any = None
+        self.tokenizers: dict[Path, Any] = {}
         self.store = Store(config.db)
         self.eval_id = content_hash("eval", time.time_ns(), uuid.uuid4().hex)
         self.gen_key = content_hash("gen", asdict(self.params), self.seed, SAMPLER_VERSION)
@@ -194,10 +205,21 @@ class Evaluation:
         self.member_values: dict[str, dict[str, float | None]] = {}
         self.ref_model: Any = None
         self.max_prompt_tokens = 0
+        self.current: set[tuple[str, str]] = set()  # checkpoints whose aggregates are current
         self.proxy_ids: list[str] = []
         self.gold_ids: list[str] = []
 
     # -- setup -------------------------------------------------------------------------------
+    def load_tokenizers(self) -> None:
+        """Load every tokenizer and check each policy's against the reference's, before anything
+        is written: a bad tokenizer is reported with the database unchanged."""
+        self.ref_tokenizer = load_tokenizer(tokenizer_dirs(self.ref_spec), self.options, owner=self.ref_dir)
+        for run in self.runs:
+            for checkpoint in run.checkpoints:
+                tokenizer = load_tokenizer(tokenizer_dirs(checkpoint), self.options, owner=checkpoint.path)
+                check_same_tokenizer(tokenizer, self.ref_tokenizer, checkpoint.path, self.ref_dir)
+                self.tokenizers[checkpoint.path] = tokenizer
+
     def build_scorers(self) -> None:
         for role, specs in (("proxy", self.config.proxy), ("gold", self.config.gold)):
             ids = []
@@ -256,18 +278,20 @@ class Evaluation:
             if len(members) > 1:
                 scorer_id = self.role_scorer(members, ref_fp)
                 self.store.stage("scorers", [rows.ensemble_row(scorer_id, role, self.ensemble_mode, members)])
-        common = {
+        common = {**self.checkpoint_fields(ref_fp), "eval_id": self.eval_id, "evaluated_at": now}
+        self.store.stage("checkpoints", rows.checkpoint_rows(units, common))
+        self.store.stage("training_logs", rows.training_log_rows(self.runs))
+
+    def checkpoint_fields(self, ref_fp: str) -> dict[str, Any]:
+        """The checkpoint row's fields every checkpoint of this evaluation shares."""
+        return {
             "ref_fp": ref_fp,
             "suite_fp": self.suite.fingerprint,
             "gen_key": self.gen_key,
             "samples_per_prompt": self.samples_per_prompt,
             "proxy_scorer": self.role_scorer(self.proxy_ids, ref_fp),
             "gold_scorer": self.role_scorer(self.gold_ids, ref_fp),
-            "eval_id": self.eval_id,
-            "evaluated_at": now,
         }
-        self.store.stage("checkpoints", rows.checkpoint_rows(units, common))
-        self.store.stage("training_logs", rows.training_log_rows(self.runs))
 
     def stage_evaluation(self, status: str, finished: datetime | None) -> None:
         from rlhf_eval.provenance import provenance
@@ -302,10 +326,11 @@ class Evaluation:
             for i in range(self.samples_per_prompt)
         ]
 
-    def existing_samples(self, model_fp: str) -> dict[str, dict[str, Any]]:
+    def existing_samples(self, model_fp: str, part: Sequence[PlannedSample]) -> dict[str, dict[str, Any]]:
         found = self.store.query(
-            "SELECT sample_id, prompt_token_ids, token_ids, response FROM samples WHERE model_fp = ? AND gen_key = ?",
-            [model_fp, self.gen_key],
+            "SELECT sample_id, prompt_token_ids, token_ids, response FROM samples "
+            f"WHERE model_fp = ? AND gen_key = ? AND {IN_PART}",
+            [model_fp, self.gen_key, part_ids(part)],
         )
         return {r[0]: {"prompt_token_ids": r[1], "token_ids": r[2], "response": r[3]} for r in found}
 
@@ -319,7 +344,6 @@ class Evaluation:
 
     def evaluate_unit(self, unit: ModelUnit, ref_fp: str) -> None:
         plan = self.planned(unit.fingerprint)
-        samples = self.existing_samples(unit.fingerprint)
         policy: Any = None
         tokenizer = self.ref_tokenizer if unit.fingerprint == ref_fp else self.tokenizers[unit.spec.path]
 
@@ -334,34 +358,48 @@ class Evaluation:
                     self.stats.models_loaded += 1
             return policy
 
-        if any(p.sample_id not in samples for p in plan):
-            self.generate(unit, plan, samples, get_policy(), tokenizer)
-        self.compute_kl(unit, plan, samples, get_policy, tokenizer, ref_fp)
-        self.compute_scores(unit, plan, samples)
-        self.compute_features(unit, plan, samples)
-        self.store.stage_refresh(unit_checkpoints([unit]))  # its rows are complete: aggregate them
+        work_before = self.stats.work_done
+        parts = [plan[start : start + UNIT_PART] for start in range(0, len(plan), UNIT_PART)]
+        truncated: set[str] = set()  # prompts cut to fit, among those sampled now
+        sampled: set[str] = set()
+        for number, part in enumerate(parts, 1):
+            label = unit.label if len(parts) == 1 else f"{unit.label} part {number}/{len(parts)}"
+            samples = self.existing_samples(unit.fingerprint, part)
+            if any(p.sample_id not in samples for p in part):
+                sampled.update(p.prompt.prompt_id for p in part)
+                truncated.update(self.generate(unit, label, part, samples, get_policy(), tokenizer))
+            self.compute_kl(unit, label, part, samples, get_policy, tokenizer, ref_fp)
+            self.compute_scores(unit, label, part, samples)
+            self.compute_features(unit, part, samples)
+            del samples
+        if truncated:
+            self.stats.prompts_truncated += len(truncated)
+            self.warn(
+                f"{unit.label}: {len(truncated)} of {len(sampled)} prompts exceed the context minus max_new_tokens "
+                f"and were cut to their last {self.max_prompt_tokens} tokens (stored with prompt_truncated = true)"
+            )
+        keys = unit_checkpoints([unit])
+        if self.stats.work_done != work_before or not set(keys) <= self.current:
+            self.store.stage_refresh(keys)  # its rows are complete: aggregate them
         self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
-        del policy
-        gc.collect()
+        if policy is not None and policy is not self.ref_model:
+            del policy
+            gc.collect()  # free a policy's weights before the next one loads
 
     def generate(
         self,
         unit: ModelUnit,
+        label: str,
         plan: Sequence[PlannedSample],
         samples: dict[str, dict[str, Any]],
         policy: Any,
         tokenizer: Any,
-    ) -> None:
+    ) -> set[str]:
+        """Sample what ``plan`` lacks; returns the ids of its prompts that were cut to fit."""
         from rlhf_eval.generate import GenerationRequest, TransformersBackend, encode_prompts
 
-        encoded = {e.prompt.prompt_id: e for e in encode_prompts(self.suite.prompts, tokenizer, self.max_prompt_tokens)}
-        truncated = sum(1 for e in encoded.values() if e.truncated)
-        if truncated:
-            self.stats.prompts_truncated += truncated
-            self.warn(
-                f"{unit.label}: {truncated} of {len(encoded)} prompts exceed the context minus max_new_tokens "
-                f"and were cut to their last {self.max_prompt_tokens} tokens (stored with prompt_truncated = true)"
-            )
+        prompts = list({p.prompt.prompt_id: p.prompt for p in plan}.values())
+        encoded = {e.prompt.prompt_id: e for e in encode_prompts(prompts, tokenizer, self.max_prompt_tokens)}
         backend = TransformersBackend(policy, tokenizer, self.params, token_budget=self.config.token_budget)
         requests = [
             GenerationRequest(
@@ -373,7 +411,7 @@ class Evaluation:
             for p in plan
         ]
         batches = backend.plan(requests)
-        for batch in progress(batches, len(batches), f"{unit.label} generate", self.config.progress):
+        for batch in progress(batches, len(batches), f"{label} generate", self.config.progress):
             if all(r.sample_id in samples for r in batch):
                 continue
             fresh = []
@@ -385,10 +423,12 @@ class Evaluation:
             self.store.stage("samples", fresh)
             self.stats.samples_generated += len(fresh)
             self.store.maybe_flush()
+        return {prompt_id for prompt_id, e in encoded.items() if e.truncated}
 
     def compute_kl(
         self,
         unit: ModelUnit,
+        label: str,
         plan: Sequence[PlannedSample],
         samples: dict[str, dict[str, Any]],
         get_policy: Any,
@@ -397,11 +437,7 @@ class Evaluation:
     ) -> None:
         from rlhf_eval.kl import KLItem, estimate_kl, plan_kl_batches
 
-        done = self.existing_ids(
-            "SELECT k.sample_id FROM kl k JOIN samples s USING (sample_id) "
-            "WHERE k.ref_fp = ? AND s.model_fp = ? AND s.gen_key = ?",
-            [ref_fp, unit.fingerprint, self.gen_key],
-        )
+        done = self.existing_ids(f"SELECT sample_id FROM kl WHERE ref_fp = ? AND {IN_PART}", [ref_fp, part_ids(plan)])
         if all(p.sample_id in done for p in plan):
             return
         if unit.fingerprint == ref_fp and self.params.is_raw:
@@ -424,7 +460,7 @@ class Evaluation:
         vocab = int(policy.config.vocab_size)
         batches = plan_kl_batches(items, self.config.token_budget, vocab, logit_budget=64 * 1024 * 1024)
         pad = int(tokenizer.pad_token_id)
-        for batch in progress(batches, len(batches), f"{unit.label} KL", self.config.progress):
+        for batch in progress(batches, len(batches), f"{label} KL", self.config.progress):
             if all(item.sample_id in done for item in batch):
                 continue
             estimates = [
@@ -437,20 +473,18 @@ class Evaluation:
             self.store.maybe_flush()
 
     def compute_scores(
-        self, unit: ModelUnit, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
+        self, unit: ModelUnit, label: str, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
     ) -> None:
+        in_ensemble = {m for members in (self.proxy_ids, self.gold_ids) if len(members) > 1 for m in members}
         for scorer_id, scorer in self.scorers.items():
-            known = self.member_values.setdefault(scorer_id, {})
             stored = self.store.query(
-                "SELECT s.sample_id, s.value FROM scores s JOIN samples m USING (sample_id) "
-                "WHERE s.scorer_id = ? AND m.model_fp = ? AND m.gen_key = ?",
-                [scorer_id, unit.fingerprint, self.gen_key],
+                f"SELECT sample_id, value FROM scores WHERE scorer_id = ? AND {IN_PART}", [scorer_id, part_ids(plan)]
             )
-            known.update({sid: value for sid, value in stored})
+            known = dict(stored)
+            if scorer_id in in_ensemble:  # kept for the ensemble's standardization and aggregate
+                self.member_values.setdefault(scorer_id, {}).update(known)
             chunks = [plan[i : i + SCORE_CHUNK] for i in range(0, len(plan), SCORE_CHUNK)]
-            for chunk in progress(
-                chunks, len(chunks), f"{unit.label} {scorer.kind} {scorer.name}", self.config.progress
-            ):
+            for chunk in progress(chunks, len(chunks), f"{label} {scorer.kind} {scorer.name}", self.config.progress):
                 if all(p.sample_id in known for p in chunk):
                     continue
                 values = scorer.score([p.prompt for p in chunk], [samples[p.sample_id]["response"] for p in chunk])
@@ -459,6 +493,8 @@ class Evaluation:
                     if p.sample_id in known:
                         continue
                     known[p.sample_id] = value
+                    if scorer_id in in_ensemble:
+                        self.member_values[scorer_id][p.sample_id] = value
                     staged.append({"sample_id": p.sample_id, "scorer_id": scorer_id, "value": value})
                     self.stats.null_scores += value is None
                 self.store.stage("scores", staged)
@@ -478,9 +514,7 @@ class Evaluation:
         current = {(d.name, d.version) for d in REGISTRY.values()}
         have: dict[str, set[tuple[str, int]]] = {}
         for sid, feature, version in self.store.query(
-            "SELECT f.sample_id, f.feature, f.version FROM features f JOIN samples s USING (sample_id) "
-            "WHERE s.model_fp = ? AND s.gen_key = ?",
-            [unit.fingerprint, self.gen_key],
+            f"SELECT sample_id, feature, version FROM features WHERE {IN_PART}", [part_ids(plan)]
         ):
             have.setdefault(sid, set()).add((feature, version))
         todo = [p for p in plan if not current <= have.get(p.sample_id, set())]
@@ -496,12 +530,11 @@ class Evaluation:
             self.stats.features_computed += len(chunk)
 
     def compute_ensembles(self, units: Sequence[ModelUnit], ref_fp: str) -> bool:
-        """Stage the ensemble scores still missing; whether any ensemble is configured."""
-        configured = False
+        """Stage the ensemble scores still missing; whether there were any."""
+        staged = False
         for members in (self.proxy_ids, self.gold_ids):
             if len(members) < 2:
                 continue
-            configured = True
             scorer_id = self.role_scorer(members, ref_fp)
             ref_plan = self.planned(ref_fp)
             stats = [member_stats([self.member_values[m].get(p.sample_id) for p in ref_plan]) for m in members]
@@ -526,7 +559,8 @@ class Evaluation:
                     ],
                 )
                 self.stats.scores_computed += len(todo)
-        return configured
+                staged = True
+        return staged
 
     def warn(self, message: str) -> None:
         self.stats.warnings.append(message)
@@ -535,29 +569,98 @@ class Evaluation:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> EvalResult:
         self.load_hash_cache()
+        known_digests = len(self.hash_cache)
         self.build_scorers()
+        ref_fp = model_fingerprint(self.ref_spec, self.hash_cache)
+        units = self.model_units(ref_fp)
+        self.max_prompt_tokens = self.prompt_budget(units)
+        names = [run.name for run in self.runs]
+        if not self.params.is_raw:
+            self.warn(
+                f"sampling with {asdict(self.params)}: KL is measured for this processed distribution, "
+                "not the checkpoint's raw one"
+            )
+        if len(self.hash_cache) == known_digests:  # no file changed since it was last hashed
+            cached = self.stored_result(units, ref_fp, names)
+            if cached is not None:
+                return cached
+        self.load_tokenizers()
         with self.store.writer():
-            ref_fp = model_fingerprint(self.ref_spec, self.hash_cache)
-            units = self.model_units(ref_fp)
             self.save_hash_cache()
-            self.max_prompt_tokens = self.prompt_budget(units)
-            if not self.params.is_raw:
-                self.warn(
-                    f"sampling with {asdict(self.params)}: KL is measured for this processed distribution, "
-                    "not the checkpoint's raw one"
-                )
             self.stage_metadata(units, ref_fp)
             self.store.flush()
+            self.current = set(self.store.query(*summary_keys(names)))
             for unit in units:
                 self.evaluate_unit(unit, ref_fp)
             if self.compute_ensembles(units, ref_fp):
                 self.store.stage_refresh(unit_checkpoints(units))  # ensemble scores complete them
             self.stage_evaluation("completed", datetime.now(timezone.utc).replace(tzinfo=None))
             self.store.flush()
-            names = [run.name for run in self.runs]
             summary = self.summary(names)
         self.stats.lock_wait_seconds = self.store.lock_wait_seconds
         return EvalResult(self.eval_id, tuple(names), summary, self.stats)
+
+    def stored_result(self, units: Sequence[ModelUnit], ref_fp: str, names: list[str]) -> EvalResult | None:
+        """The result, read from the database, when it already holds every row this evaluation
+        would write: the checkpoint rows as they would be written (but for the evaluation that
+        wrote them), their current aggregates, every planned sample with its KL, each scorer's
+        score and each detector's feature at its current version, the suite, the generation
+        settings, the scorers and the training logs. Then nothing is loaded or written, and
+        the database is opened read-only. None when anything is missing or different (the
+        evaluation runs and computes only what is missing)."""
+        from rlhf_eval.detectors import REGISTRY
+        from rlhf_eval.errors import StoreError
+        from rlhf_eval.store import connect
+
+        if not self.store.path.is_file() or self.store.pending_shards():
+            return None
+        roles = (self.role_scorer(self.proxy_ids, ref_fp), self.role_scorer(self.gold_ids, ref_fp))
+        scorer_ids = sorted({*self.scorers, *roles})
+        features = sorted(f"{d.name}:{d.version}" for d in REGISTRY.values())
+        ids = [p.sample_id for unit in units for p in self.planned(unit.fingerprint)]
+        expected = {(r["run"], r["checkpoint"]): r for r in rows.checkpoint_rows(units, self.checkpoint_fields(ref_fp))}
+        try:
+            con = connect(self.store.path, read_only=True, timeout=5.0)
+        except StoreError:
+            return None
+        try:
+            if con.execute("SELECT max(version) FROM schema_migrations").fetchone() != (SCHEMA_VERSION,):
+                return None
+            columns = [c for c in next(iter(expected.values())) if c not in ("eval_id", "evaluated_at")]
+            sql = f"SELECT {', '.join(columns)} FROM checkpoints WHERE list_contains(?, run)"
+            stored = {(row["run"], row["checkpoint"]): row for row in dict_rows(con, sql, [names])}
+            if any({c: want[c] for c in columns} != stored.get(key) for key, want in expected.items()):
+                return None
+            if not set(expected) <= set(con.execute(*summary_keys(names)).fetchall()):
+                return None  # aggregates missing or computed for other keys
+            counts = con.execute(
+                f"""
+                WITH part AS (SELECT unnest(?::VARCHAR[]) AS sample_id)
+                SELECT (SELECT count(*) FROM samples WHERE {IN_ALL}),
+                       (SELECT count(*) FROM kl WHERE ref_fp = ? AND {IN_ALL}),
+                       (SELECT count(*) FROM scores WHERE list_contains(?, scorer_id) AND {IN_ALL}),
+                       (SELECT count(*) FROM features WHERE list_contains(?, feature || ':' || version) AND {IN_ALL}),
+                       (SELECT count(*) FROM suites WHERE suite_fp = ?),
+                       (SELECT count(*) FROM generation_configs WHERE gen_key = ?),
+                       (SELECT count(*) FROM scorers WHERE list_contains(?, scorer_id))
+                """,
+                [ids, ref_fp, scorer_ids, features, self.suite.fingerprint, self.gen_key, scorer_ids],
+            ).fetchone()
+            n = len(ids)
+            if counts != (n, n, n * len(scorer_ids), n * len(features), 1, 1, len(scorer_ids)):
+                return None
+            logs = con.execute(
+                "SELECT run, step, metric, value FROM training_logs WHERE list_contains(?, run)", [names]
+            ).fetchall()
+            if not same_logs(rows.training_log_rows(self.runs), logs):
+                return None
+            summary = dict_rows(con, SUMMARY_SQL, [names])
+        except duckdb.Error:
+            return None  # the writer reports what is wrong with the database
+        finally:
+            con.close()
+        eval_ids = sorted({str(row["eval_id"]) for row in summary})
+        return EvalResult(eval_ids[-1] if eval_ids else "", tuple(names), summary, self.stats, cached=True)
 
     def prompt_budget(self, units: Sequence[ModelUnit]) -> int:
         context = min(context_length_of(u.spec) for u in units)
@@ -570,13 +673,45 @@ class Evaluation:
         return budget
 
     def summary(self, runs: Sequence[str]) -> list[dict[str, Any]]:
-        con_rows = self.store.query(
-            "SELECT * FROM checkpoint_summary WHERE list_contains(?, run) ORDER BY run, step, checkpoint", [list(runs)]
-        )
+        con_rows = self.store.query(SUMMARY_SQL, [list(runs)])
         names = [
             row[0] for row in self.store.query("SELECT column_name FROM (DESCRIBE SELECT * FROM checkpoint_summary)")
         ]
         return [dict(zip(names, row, strict=True)) for row in con_rows]
+
+
+SUMMARY_SQL = "SELECT * FROM checkpoint_summary WHERE list_contains(?, run) ORDER BY run, step, checkpoint"
+#: Rows whose sample is in the CTE ``part`` (``stored_result``).
+IN_ALL = "sample_id IN (SELECT sample_id FROM part)"
+
+
+def summary_keys(runs: list[str]) -> tuple[str, list[Any]]:
+    """The query for the (run, checkpoint) pairs of ``runs`` with current aggregates."""
+    return "SELECT run, checkpoint FROM checkpoint_summary WHERE list_contains(?, run)", [runs]
+
+
+def dict_rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    cursor = con.execute(sql, list(params))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def same_logs(wanted: Iterable[dict[str, Any]], stored: Iterable[tuple[Any, ...]]) -> bool:
+    """Whether every training-log row to write is stored with the same value (NaN equals NaN)."""
+    have = {(run, step, metric): value for run, step, metric, value in stored}
+    for row in wanted:
+        value = have.get((row["run"], row["step"], row["metric"]), ())
+        if value == () or not (value == row["value"] or (value != value and row["value"] != row["value"])):
+            return False
+    return True
+
+
+#: Rows of one part of a model's plan: its sample ids arrive as one list parameter.
+IN_PART = "sample_id IN (SELECT unnest(?::VARCHAR[]))"
+
+
+def part_ids(part: Sequence[PlannedSample]) -> list[str]:
+    return [p.sample_id for p in part]
 
 
 def unit_checkpoints(units: Sequence[ModelUnit]) -> list[tuple[str, str]]:

@@ -57,3 +57,19 @@ def checkpoint_summary(path: str | Path, runs: Sequence[str] | None = None) -> l
 
 def training_logs(path: str | Path, run: str) -> list[dict[str, Any]]:
     return fetch_dicts(path, "SELECT * FROM training_logs WHERE run = ? ORDER BY step, metric", [run])
+
+
+def analysis_is_current(path: str | Path, runs: Sequence[str]) -> bool:
+    """Whether every run in ``runs`` has an analysis made after its checkpoints were last
+    written, over the points now stored: rerunning it would reproduce it (it is seeded)."""
+    with read_connection(path, timeout=5.0) as con:
+        found = con.execute(
+            """
+            SELECT count(*) FROM analysis_runs r
+            WHERE list_contains(?, r.run)
+              AND r.analysed_at >= (SELECT max(c.evaluated_at) FROM checkpoints c WHERE c.run = r.run)
+              AND r.n_points = (SELECT count(*) FROM checkpoints c WHERE c.run = r.run)
+            """,
+            [list(runs)],
+        ).fetchone()
+    return found is not None and found[0] == len(set(runs))

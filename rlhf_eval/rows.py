@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlhf_eval.discover import RunSpec
-from rlhf_eval.generate import GeneratedSample
-from rlhf_eval.kl import KLEstimate
 from rlhf_eval.records import Suite
 from rlhf_eval.rewards import EnsembleMode, Scorer
 from rlhf_eval.sampling import SamplingParams
 from rlhf_eval.units import ModelUnit
+
+if TYPE_CHECKING:  # records of the stages that need torch; rows are built without it
+    from rlhf_eval.generate import GeneratedSample
+    from rlhf_eval.kl import KLEstimate
 
 Row = dict[str, Any]
 

@@ -15,10 +15,12 @@ would have, and every checkpoint sees the same random numbers for the same (prom
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from rlhf_eval.records import content_hash
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a fully cached run never needs it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,13 @@ def processed_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Te
     Filtered tokens get -inf; tokens tied with the k-th are kept. Same order and tie rule as
     transformers' logits warpers. fp32 throughout.
 
+    >>> import torch
     >>> lp = processed_logprobs(torch.tensor([[1.0, 1.0, 0.0, -1.0]]), SamplingParams(top_k=2))
     >>> [round(float(x), 4) for x in lp.exp()[0]]
     [0.5, 0.5, 0.0, 0.0]
     """
+    import torch
+
     scores = logits.float()
     if params.temperature != 1.0:
         scores = scores / params.temperature
@@ -72,6 +77,8 @@ def sample_seed(seed: int, prompt_id: str, sample_idx: int) -> int:
 
 def uniforms(seed: int, count: int) -> torch.Tensor:
     """``count`` uniform numbers in [0, 1) (float64) from a CPU generator seeded with ``seed``."""
+    import torch
+
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
     return torch.rand(count, generator=generator, dtype=torch.float64)
@@ -83,10 +90,13 @@ def inverse_cdf_sample(logprobs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     ``logprobs`` is (batch, vocab), ``u`` is (batch,) in [0, 1). Computed in float64 so the
     draw does not depend on the summation order of a batched kernel.
 
+    >>> import torch
     >>> lp = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
     >>> [int(inverse_cdf_sample(lp, torch.tensor([x], dtype=torch.float64))) for x in (0.1, 0.6, 0.9)]
     [0, 1, 2]
     """
+    import torch
+
     probs = logprobs.double().exp()
     cdf = probs.cumsum(dim=-1)
     target = (u.to(cdf.device).double() * cdf[:, -1]).unsqueeze(-1)

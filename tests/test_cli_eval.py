@@ -448,3 +448,97 @@ def test_a_rerun_reads_no_weight_file_again(
     hashed.clear()
     assert run_cli("eval", str(gpt2_variant_a), *args)[0] == 0
     assert hashed == []  # (size, mtime) unchanged: digests come from file_hashes
+
+
+def test_a_model_evaluated_in_parts_stores_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suite_file: Path, gold_file: Path, gpt2_ref: Path,
+    gpt2_variant_a: Path, reward_model_dir: Path,
+) -> None:  # fmt: skip
+    """Memory stays bounded because a model's samples go through the stages one part at a time;
+    the parts change what is held at once, not a single stored value (ensemble members
+    included: their standardization spans every part)."""
+    from rlhf_eval import pipeline
+
+    def rows_of(db: Path) -> dict[str, list[tuple]]:
+        return {
+            "samples": table_rows(db, "SELECT * EXCLUDE (eval_id) FROM samples ORDER BY sample_id"),
+            "kl": table_rows(db, "SELECT * FROM kl ORDER BY ALL"),
+            "scores": table_rows(db, "SELECT * FROM scores ORDER BY ALL"),
+            "features": table_rows(db, "SELECT * FROM features ORDER BY ALL"),
+            "summary": table_rows(db, "SELECT * EXCLUDE (eval_id, evaluated_at) FROM checkpoint_summary ORDER BY ALL"),
+        }
+
+    def evaluate(db: Path) -> dict[str, list[tuple]]:
+        args = base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file)
+        code, _, err = run_cli("eval", str(gpt2_variant_a), "--run", "r", *args, "--gold", f"{gold_file}:nan_for_long")
+        assert code == 0, err
+        return rows_of(db)
+
+    whole = evaluate(tmp_path / "whole.duckdb")
+    monkeypatch.setattr(pipeline, "UNIT_PART", 5)  # 12 prompts x 2 samples: parts of 5, 5, 5, 5, 4
+    parted = evaluate(tmp_path / "parts.duckdb")
+    assert len(whole["samples"]) == 48 and len(whole["scores"]) == 48 * 4  # proxy, two golds, their ensemble
+    # the same tokens and texts; KL and reward-model values to float32 rounding (a batch's
+    # composition and padding change the order of fp32 sums), never more
+    assert parted["samples"] == whole["samples"] and parted["features"] == whole["features"]
+    for name in ("kl", "scores", "summary"):
+        assert len(parted[name]) == len(whole[name])
+        for mine, theirs in zip(parted[name], whole[name], strict=True):
+            assert list(mine) == [
+                pytest.approx(y, rel=1e-5, abs=1e-6) if isinstance(y, float) else y for y in theirs
+            ], name
+
+
+def test_a_complete_rerun_loads_nothing_and_leaves_the_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suite_file: Path, gold_file: Path, gpt2_ref: Path,
+    gpt2_variant_a: Path, reward_model_dir: Path,
+) -> None:  # fmt: skip
+    """When the database already holds every row an evaluation asks for, a rerun answers from
+    it read-only: no tokenizer or model is loaded, the file is not touched, the analysis is
+    kept; any missing row (here one sample's features) sends it back through the evaluator,
+    which computes only that."""
+    import hashlib
+
+    from rlhf_eval import pipeline
+    from rlhf_eval.cli import jsonable
+    from rlhf_eval.pipeline import SUMMARY_SQL
+    from rlhf_eval.query import fetch_dicts
+
+    db = tmp_path / "cached.duckdb"
+    args = [
+        "eval",
+        str(gpt2_variant_a),
+        "--run",
+        "r",
+        *base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file),
+    ]
+    code, first, err = run_cli(*args, "--json")
+    assert code == 0, err
+
+    def fingerprint() -> tuple[str, int]:
+        return hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a cached rerun loaded a tokenizer or a model")
+
+    before = fingerprint()
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "load_tokenizer", refuse)
+        patch.setattr(pipeline, "load_causal_lm", refuse)
+        code, again, err = run_cli(*args, "--json")
+    assert code == 0, err
+    assert "nothing to compute" in err and "generated 0 samples, 0 KL, 0 scores, 0 feature rows" in err
+    assert fingerprint() == before
+    stored = fetch_dicts(db, SUMMARY_SQL, [["r"]])  # the first run's rows, with its analysis since
+    assert (
+        json.loads(again) == json.loads(json.dumps(jsonable(stored), default=str))
+        and len(stored) == len(json.loads(first)) == 2
+    )
+
+    con = duckdb.connect(str(db))
+    (victim,) = con.execute("SELECT sample_id FROM samples ORDER BY sample_id LIMIT 1").fetchone()
+    con.execute("DELETE FROM features WHERE sample_id = ?", [victim])
+    con.close()
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "nothing to compute" not in err and "generated 0 samples, 0 KL, 0 scores, 1 feature rows" in err

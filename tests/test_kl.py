@@ -179,3 +179,31 @@ def test_a_sample_does_not_depend_on_its_batch(eight_token_tokenizer, arch: str)
     items = [KLItem(s.request.sample_id, s.request.encoded.token_ids, s.token_ids) for s in together]
     zero = estimate_kl(model, model, items, params, pad_id=0)
     assert all(abs(e.full) < 1e-6 and abs(e.k1) < 1e-6 for e in zero)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
+def test_rows_that_finish_leave_the_batch_without_changing_any_sample(
+    eight_token_tokenizer, arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers end at different steps; finished rows are dropped from the batch and its KV cache
+    as they end. Every sample stays the one it is when generated alone."""
+    from transformers.cache_utils import Cache
+
+    kept: list[int] = []
+    select = Cache.batch_select_indices
+    monkeypatch.setattr(Cache, "batch_select_indices", lambda self, i: (kept.append(len(i)), select(self, i))[1])
+    model = tiny_arch(arch)
+    backend = TransformersBackend(model, eight_token_tokenizer, SamplingParams(max_new_tokens=12))
+    requests = [
+        GenerationRequest(
+            f"s{i}", EncodedPrompt(Prompt(f"p{i % 5}", i % 5, text="x"), (3,) * (1 + i % 5), False), i,
+            sample_seed(0, f"p{i % 5}", i),
+        )
+        for i in range(40)
+    ]  # fmt: skip
+    together = backend.generate(requests)
+    assert len(kept) >= 2 and kept == sorted(kept, reverse=True) and kept[-1] < 40  # the batch shrank, twice or more
+    lengths = {len(s.token_ids) for s in together if s.ended_eos}
+    assert len(lengths) >= 3 and any(not s.ended_eos for s in together)  # rows really left at different steps
+    alone = [backend.generate([r])[0] for r in requests]
+    assert [(s.token_ids, s.text, s.ended_eos) for s in together] == [(s.token_ids, s.text, s.ended_eos) for s in alone]
