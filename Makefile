@@ -44,9 +44,15 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 # Benchmarks print their figures side by side with the targets (docs/performance.md); never part of `make test`.
+# About 30 minutes on 2 CPU cores; `make bench BENCH_FLAGS=--quick` for a smoke run of each. bench/gpu.sh runs
+# them at GPU scale on a CUDA machine.
+BENCH_FLAGS ?=
 bench: install
-	$(PY) bench/bon_estimator.py
-	$(PY) bench/store.py
+	$(PY) bench/end_to_end.py $(BENCH_FLAGS)
+	$(PY) bench/scoring_flops.py $(BENCH_FLAGS)
+	$(PY) bench/bon_estimator.py $(BENCH_FLAGS)
+	$(PY) bench/store.py $(BENCH_FLAGS)
+	$(PY) bench/memory.py $(BENCH_FLAGS)
 
 check: install
 	$(VENV)/bin/ruff check rlhf_eval tests dashboards

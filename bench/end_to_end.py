@@ -38,9 +38,10 @@ checkpoints) x P prompts x S samples, raw sampling (temperature 1, top-p 1, top-
 2. ``rlhf-eval eval`` as a command (a fresh process: interpreter and imports included) on a new
    database, with ``--no-analysis`` (the over-optimization analysis has no counterpart in the
    naive script) and ``--no-progress``;
-3. the identical command again on the same database (everything cached), and beside it a process
-   that only starts Python and imports what that command imports (the CLI, the pipeline, torch,
-   transformers, datasets): the floor of a cached rerun as a command;
+3. the identical command again on the same database (everything cached: it answers read-only
+   from the database without loading a model or tokenizer), and beside it a process that only
+   starts Python and imports the modules that rerun needs: the floor of a cached rerun as a
+   command;
 4. ``rlhf_eval.pipeline.evaluate(EvalConfig(...))`` in this process on another new database,
    with each stage timed (wrappers around the pipeline's stage methods; a stage's time excludes
    the model loads inside it), then again on that database (cached).
@@ -72,7 +73,7 @@ log-prob, and the text-classification pipeline's default sigmoid maps a logit r 
 Targets (the performance issue): rlhf-eval's first run at least 5x faster than the naive stack
 (verdict on the command's wall time, which includes its imports; the in-process figure is shown
 beside it); the cached rerun at least 100x faster than the first run, shown both for the
-command (wall time, dominated by interpreter and import time) and in process. The machine is
+command (wall time, including the interpreter's start and imports) and in process. The machine is
 shared: absolute times drift; compare within one run.
 """
 
@@ -410,10 +411,11 @@ def run_cli(world: World, db: Path) -> dict[str, Any]:
 
 
 def import_floor() -> float:
-    """Wall time of a process that only starts Python and imports what ``rlhf-eval eval`` imports
-    even when everything is cached (the CLI, the pipeline and with it torch, transformers for the
-    tokenizers, datasets for the suite): the least a cached rerun as a command can take today."""
-    code = "import rlhf_eval.cli, rlhf_eval.pipeline, rlhf_eval.suites, transformers, datasets"
+    """Wall time of a process that only starts Python and imports the modules a fully cached
+    ``rlhf-eval eval`` needs (the CLI, the pipeline, the suite loader, the detectors' registry;
+    no torch, transformers or datasets: a cached rerun loads no model or tokenizer and reads a
+    JSON Lines suite itself): the least a cached rerun as a command can take."""
+    code = "import rlhf_eval.cli, rlhf_eval.pipeline, rlhf_eval.suites, rlhf_eval.detectors, rlhf_eval.query"
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -33,6 +33,8 @@ class LoadOptions:
 
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    #: "auto": CUDA when available, else the CPU; resolved when a model loads (so a run that
+    #: loads none never imports torch)
     device: str = "cpu"
 
 
@@ -204,7 +206,7 @@ def _from_pretrained(cls: Any, model_dir: Path, options: LoadOptions, weights: s
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    return model.to(options.device).eval()
+    return model.to(inference_device() if options.device == "auto" else options.device).eval()
 
 
 def load_causal_lm(model_dir: Path, options: LoadOptions, *, adapter_base: Path | None = None) -> Any:

@@ -33,7 +33,6 @@ from rlhf_eval.fingerprint import FileStat
 from rlhf_eval.models import (
     LoadOptions,
     check_same_tokenizer,
-    inference_device,
     load_causal_lm,
     load_tokenizer,
     resolve_model_dir,
@@ -60,7 +59,7 @@ from rlhf_eval.units import (
 )
 
 SAMPLER_VERSION = "inverse-cdf-v1"
-SCORE_CHUNK = 256
+SCORE_CHUNK = 1024  # samples per call of a scorer (sorted into batches by length inside)
 FEATURE_CHUNK = 2048
 #: Samples of one model taken through all stages at a time (the most held in memory).
 UNIT_PART = 4096
@@ -177,7 +176,7 @@ class Evaluation:
         from rlhf_eval.suites import load_suite
 
         self.config = config
-        self.options = LoadOptions(config.allow_pickle, config.trust_remote_code, inference_device())
+        self.options = LoadOptions(config.allow_pickle, config.trust_remote_code, "auto")
         self.suite = load_suite(config.suite, limit=config.limit)
         self.params, self.samples_per_prompt, self.seed = sampling_params(config, self.suite)
         if not config.proxy:

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from rlhf_eval.batching import length_batches
 from rlhf_eval.errors import UserInputError
 from rlhf_eval.fingerprint import FileStat, fingerprint_files, model_files
 from rlhf_eval.models import (
@@ -183,21 +184,15 @@ class RewardModelScorer:
 
         self.load()
         encoded = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         results: list[float | None] = [None] * len(encoded)
-        start = 0
         with torch.inference_mode():
-            while start < len(order):
-                width = max(len(encoded[order[start]]), 1)
-                size = max(1, min(len(order) - start, self.token_budget // width))
-                rows = order[start : start + size]
+            for rows in length_batches([len(e) for e in encoded], self.token_budget):
                 ids, mask = as_tensor([encoded[i] for i in rows], int(self.tokenizer.pad_token_id), left=False)
                 logits = self.model(
                     input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)
                 ).logits
                 for row, value in zip(rows, logits[:, self.label_index].float().cpu().tolist(), strict=True):
                     results[row] = value
-                start += size
         return results
 
 

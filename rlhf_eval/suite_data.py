@@ -4,8 +4,9 @@ This is the half of suite loading that touches the data itself, kept apart from 
 in ``suites.py``: that module decides where the prompts are (a ``PromptSource``), this one opens
 them and checks every row before any model is loaded.
 
-- Local files (.jsonl/.json/.parquet/.csv), hub ids and local dataset folders are all read
-  through ``datasets`` (imported only when data is read, so the CLI starts fast).
+- JSON Lines files are parsed here (every line is checked anyway, ``JsonRows``); other local
+  files (.json/.parquet/.csv), hub ids and local dataset folders are read through ``datasets``
+  (imported only when such data is read, so the CLI starts fast).
 - A row becomes a ``records.Prompt``: text from a text column, or chat messages
   (``[{"role", "content"}, ...]``) from a chat column or a text column that holds a list.
 - Missing columns, empty prompts, duplicate prompts and duplicate ids are errors.
@@ -54,9 +55,8 @@ class PromptSource:
 
 def read_prompts(source: PromptSource, limit: int | None) -> tuple[list[Prompt], int]:
     """The prompts of the first ``limit`` rows, checked; also the number of rows in the data."""
-    if source.path is not None:
-        _precheck_file(source.path, source.where)
-    dataset = _open(source)
+    parsed = _precheck_file(source.path, source.where) if source.path is not None else None
+    dataset = JsonRows(parsed) if parsed is not None else _open(source)
     n_rows = len(dataset)
     if n_rows == 0:
         raise UserInputError(f"{source.where}: the data has no rows, so the suite is empty. Add prompts.")
@@ -197,11 +197,38 @@ def _messages(value: Any, label: str, column: str, where: str) -> tuple[tuple[tu
     return tuple(messages)
 
 
-def _precheck_file(path: Path, where: str) -> None:
-    """Exact line numbers for text files that are not UTF-8, empty, or (JSON Lines) not JSON."""
+class JsonRows:
+    """The rows of a JSON Lines file, parsed while they were checked, with the part of the
+    ``datasets.Dataset`` interface ``read_prompts`` uses: reading them needs no ``datasets``
+    import (about a second of a command's start). Columns are the keys in order of first
+    appearance; a row without a key holds None there, as ``datasets`` reads it."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.column_names = list(dict.fromkeys(key for row in rows for key in row))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, indices: range) -> JsonRows:
+        return JsonRows([self.rows[i] for i in indices])
+
+    def select_columns(self, columns: list[str]) -> JsonRows:
+        selected = JsonRows([{c: row.get(c) for c in columns} for row in self.rows])
+        selected.column_names = list(columns)
+        return selected
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {c: [row.get(c) for row in self.rows] for c in self.column_names}
+
+
+def _precheck_file(path: Path, where: str) -> list[dict[str, Any]] | None:
+    """Exact line numbers for text files that are not UTF-8, empty, or (JSON Lines) not JSON.
+    Returns the rows of a JSON Lines file (None for other formats, which ``datasets`` reads)."""
     if path.suffix.lower() == ".parquet":
-        return
+        return None
     jsonl = path.suffix.lower() == ".jsonl"
+    rows: list[dict[str, Any]] = []
     blank = True
     with path.open("rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
@@ -227,8 +254,10 @@ def _precheck_file(path: Path, where: str) -> None:
                         f"{where}: line {lineno} is {show_value(row)}, not a JSON object. "
                         'Write one object per line, e.g. {"prompt": "..."}.'
                     )
+                rows.append(row)
     if blank:
         raise UserInputError(f"{where}: the file is empty, so the suite is empty. Add prompts.")
+    return rows if jsonl else None
 
 
 def _open(source: PromptSource) -> Any:

@@ -743,3 +743,35 @@ def test_structured_suites_only_raise_user_input_error(fuzz_dir: Path, config: d
     path = fuzz_dir / "t.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     check_load(path)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ROWS,
+        [{"prompt": "Plain."}, {"prompt": "Tagged.", "category": "x"}, {"prompt": "More.", "category": None}],
+        [{"prompt": "Plain."}, {"id": 7, "prompt": "Numbered."}],
+        CHATS,
+        [*CHATS, {"messages": [{"role": "user", "content": "Hi", "name": "u"}]}],
+        [{"prompt": CHATS[1]["messages"]}, {"prompt": "Plain text."}],
+        [{"prompt": "Same."}, {"prompt": "Same."}],
+        [{"prompt": "   "}],
+    ],
+    ids=["ids-and-categories", "category-missing", "id-missing", "chat", "extra-message-key", "chat-and-text",
+         "duplicates", "blank"],
+)  # fmt: skip
+def test_json_lines_read_here_give_what_datasets_gives(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+    """JSON Lines are parsed without ``datasets``; the same rows as a JSON array go through
+    ``datasets``: the same prompts (ids, texts, messages, categories) and fingerprint, or the
+    same error."""
+
+    def outcome(path: Path) -> tuple[Any, ...]:
+        try:
+            suite = load_suite(path)
+        except UserInputError as exc:
+            return ("error", str(exc).replace(str(path), "FILE"))
+        return ("suite", suite.prompts, suite.fingerprint)
+
+    array = tmp_path / "p.json"
+    array.write_text(json.dumps(rows), encoding="utf-8")
+    assert outcome(write_jsonl(tmp_path / "p.jsonl", rows)) == outcome(array)

@@ -1,0 +1,53 @@
+"""How many padded tokens a batch may carry.
+
+A forward over a batch costs its padded size (rows x longest row), so the batch planners of the
+KL stage (``kl.plan_kl_batches``) and of reward-model scoring (``rewards.RewardModelScorer``)
+sort their rows by length and close a batch once its padding would exceed ``MAX_PADDING`` of its
+real tokens. Below ``MIN_BATCH_TOKENS`` real tokens a batch stays open whatever its padding:
+smaller batches lose more to per-call overheads than padding costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+MAX_PADDING = 0.15
+MIN_BATCH_TOKENS = 1024
+
+
+def too_padded(rows: int, width: int, real: int, real_before: int) -> bool:
+    """Whether a batch of ``rows`` rows padded to ``width``, holding ``real`` real tokens, pads
+    too much, given it held ``real_before`` before its last row.
+
+    >>> too_padded(3, 600, 1210, 1190)  # a short row after two long ones: 1800 padded for 1210 real
+    True
+    >>> too_padded(3, 600, 1210, 900)  # the same, while the batch is still small
+    False
+    """
+    return real_before >= MIN_BATCH_TOKENS and rows * width > (1 + MAX_PADDING) * real
+
+
+def length_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+    """Indices of ``lengths`` in batches, longest first, each within ``token_budget`` padded
+    tokens (a longer row is a batch of its own) and not ``too_padded``. Deterministic.
+
+    >>> length_batches([20, 600, 10, 590], 10_000)
+    [[1, 3], [0, 2]]
+    >>> length_batches([600, 590, 580], 1_000)  # the token budget: one row each
+    [[0], [1], [2]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = real = 0
+    for index in order:
+        length = max(lengths[index], 1)
+        rows, new_width, new_real = len(current) + 1, max(width, length), real + length
+        if current and (rows * new_width > token_budget or too_padded(rows, new_width, new_real, real)):
+            batches.append(current)
+            current, new_width, new_real = [], length, length
+        current.append(index)
+        width, real = new_width, new_real
+    if current:
+        batches.append(current)
+    return batches
