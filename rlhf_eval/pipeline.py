@@ -18,6 +18,7 @@ import gc
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -125,6 +126,16 @@ class EvalResult:
     #: True when the database already held every row this evaluation asks for: nothing was
     #: loaded, computed or written (``Evaluation.stored_result``).
     cached: bool = False
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """What the database already holds of one part of a model's plan."""
+
+    samples: dict[str, dict[str, Any]]  # sample_id -> prompt_token_ids, token_ids, response
+    kl: set[str]  # sample ids with KL against this evaluation's reference
+    scores: dict[str, dict[str, float | None]]  # scorer_id -> sample_id -> value
+    features: dict[str, set[tuple[str, int]]]  # sample_id -> (feature, version)
 
 
 @dataclass(frozen=True)
@@ -325,13 +336,35 @@ class Evaluation:
             for i in range(self.samples_per_prompt)
         ]
 
-    def existing_samples(self, model_fp: str, part: Sequence[PlannedSample]) -> dict[str, dict[str, Any]]:
-        found = self.store.query(
-            "SELECT sample_id, prompt_token_ids, token_ids, response FROM samples "
-            f"WHERE model_fp = ? AND gen_key = ? AND {IN_PART}",
-            [model_fp, self.gen_key, part_ids(part)],
+    def stored_part(self, model_fp: str, ref_fp: str, part: Sequence[PlannedSample]) -> StoredPart:
+        """What the database holds of one part of a model's plan, read on one connection."""
+        ids = part_ids(part)
+        samples, kl, scores, features = self.store.queries(
+            [
+                (
+                    "SELECT sample_id, prompt_token_ids, token_ids, response FROM samples "
+                    f"WHERE model_fp = ? AND gen_key = ? AND {IN_PART}",
+                    [model_fp, self.gen_key, ids],
+                ),
+                (f"SELECT sample_id FROM kl WHERE ref_fp = ? AND {IN_PART}", [ref_fp, ids]),
+                (
+                    f"SELECT scorer_id, sample_id, value FROM scores WHERE list_contains(?, scorer_id) AND {IN_PART}",
+                    [list(self.scorers), ids],
+                ),
+                (f"SELECT sample_id, feature, version FROM features WHERE {IN_PART}", [ids]),
+            ]
         )
-        return {r[0]: {"prompt_token_ids": r[1], "token_ids": r[2], "response": r[3]} for r in found}
+        stored = StoredPart(
+            {r[0]: {"prompt_token_ids": r[1], "token_ids": r[2], "response": r[3]} for r in samples},
+            {r[0] for r in kl},
+            {scorer_id: {} for scorer_id in self.scorers},
+            {},
+        )
+        for scorer_id, sample_id, value in scores:
+            stored.scores[scorer_id][sample_id] = value
+        for sample_id, feature, version in features:
+            stored.features.setdefault(sample_id, set()).add((feature, version))
+        return stored
 
     def existing_ids(self, sql: str, params: Sequence[Any]) -> set[str]:
         return {row[0] for row in self.store.query(sql, params)}
@@ -363,14 +396,15 @@ class Evaluation:
         sampled: set[str] = set()
         for number, part in enumerate(parts, 1):
             label = unit.label if len(parts) == 1 else f"{unit.label} part {number}/{len(parts)}"
-            samples = self.existing_samples(unit.fingerprint, part)
+            stored = self.stored_part(unit.fingerprint, ref_fp, part)
+            samples = stored.samples
             if any(p.sample_id not in samples for p in part):
                 sampled.update(p.prompt.prompt_id for p in part)
                 truncated.update(self.generate(unit, label, part, samples, get_policy(), tokenizer))
-            self.compute_kl(unit, label, part, samples, get_policy, tokenizer, ref_fp)
-            self.compute_scores(unit, label, part, samples)
-            self.compute_features(unit, part, samples)
-            del samples
+            self.compute_kl(unit, label, part, samples, get_policy, tokenizer, ref_fp, stored.kl)
+            self.compute_scores(label, part, samples, stored.scores)
+            self.compute_features(part, samples, stored.features)
+            del samples, stored
         if truncated:
             self.stats.prompts_truncated += len(truncated)
             self.warn(
@@ -382,8 +416,10 @@ class Evaluation:
             self.store.stage_refresh(keys)  # its rows are complete: aggregate them
         self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
         if policy is not None and policy is not self.ref_model:
+            loaded = weakref.ref(policy)
             del policy
-            gc.collect()  # free a policy's weights before the next one loads
+            if loaded() is not None:  # held by a reference cycle: free its weights before the next loads
+                gc.collect()
 
     def generate(
         self,
@@ -433,10 +469,10 @@ class Evaluation:
         get_policy: Any,
         tokenizer: Any,
         ref_fp: str,
+        done: set[str],
     ) -> None:
         from rlhf_eval.kl import KLItem, estimate_kl, plan_kl_batches
 
-        done = self.existing_ids(f"SELECT sample_id FROM kl WHERE ref_fp = ? AND {IN_PART}", [ref_fp, part_ids(plan)])
         if all(p.sample_id in done for p in plan):
             return
         if unit.fingerprint == ref_fp and self.params.is_raw:
@@ -472,14 +508,15 @@ class Evaluation:
             self.store.maybe_flush()
 
     def compute_scores(
-        self, unit: ModelUnit, label: str, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
+        self,
+        label: str,
+        plan: Sequence[PlannedSample],
+        samples: dict[str, dict[str, Any]],
+        stored: dict[str, dict[str, float | None]],
     ) -> None:
         in_ensemble = {m for members in (self.proxy_ids, self.gold_ids) if len(members) > 1 for m in members}
         for scorer_id, scorer in self.scorers.items():
-            stored = self.store.query(
-                f"SELECT sample_id, value FROM scores WHERE scorer_id = ? AND {IN_PART}", [scorer_id, part_ids(plan)]
-            )
-            known = dict(stored)
+            known = stored[scorer_id]
             if scorer_id in in_ensemble:  # kept for the ensemble's standardization and aggregate
                 self.member_values.setdefault(scorer_id, {}).update(known)
             chunks = [plan[i : i + SCORE_CHUNK] for i in range(0, len(plan), SCORE_CHUNK)]
@@ -506,16 +543,14 @@ class Evaluation:
                 scorer.score_fn.truncated = 0  # type: ignore[attr-defined]
 
     def compute_features(
-        self, unit: ModelUnit, plan: Sequence[PlannedSample], samples: dict[str, dict[str, Any]]
+        self,
+        plan: Sequence[PlannedSample],
+        samples: dict[str, dict[str, Any]],
+        have: dict[str, set[tuple[str, int]]],
     ) -> None:
         from rlhf_eval.detectors import REGISTRY, run_detectors
 
         current = {(d.name, d.version) for d in REGISTRY.values()}
-        have: dict[str, set[tuple[str, int]]] = {}
-        for sid, feature, version in self.store.query(
-            f"SELECT sample_id, feature, version FROM features WHERE {IN_PART}", [part_ids(plan)]
-        ):
-            have.setdefault(sid, set()).add((feature, version))
         todo = [p for p in plan if not current <= have.get(p.sample_id, set())]
         for start in range(0, len(todo), FEATURE_CHUNK):
             chunk = todo[start : start + FEATURE_CHUNK]
