@@ -646,7 +646,7 @@ class Evaluation:
         from rlhf_eval.errors import StoreError
         from rlhf_eval.store import connect
 
-        if not self.store.path.is_file() or self.store.pending_shards():
+        if not self.store.path.is_file() or self.store.has_pending_shards():
             return None
         roles = (self.role_scorer(self.proxy_ids, ref_fp), self.role_scorer(self.gold_ids, ref_fp))
         scorer_ids = sorted({*self.scorers, *roles})
@@ -693,8 +693,8 @@ class Evaluation:
             return None  # the writer reports what is wrong with the database
         finally:
             con.close()
-        eval_ids = sorted({str(row["eval_id"]) for row in summary})
-        return EvalResult(eval_ids[-1] if eval_ids else "", tuple(names), summary, self.stats, cached=True)
+        latest = max(summary, key=lambda row: (row.get("evaluated_at") is not None, row.get("evaluated_at") or 0))
+        return EvalResult(str(latest["eval_id"]), tuple(names), summary, self.stats, cached=True)
 
     def prompt_budget(self, units: Sequence[ModelUnit]) -> int:
         context = min(context_length_of(u.spec) for u in units)

@@ -448,6 +448,11 @@ class Store:
         tmp.rename(self.staging / name)
         self._pending += 1
 
+    def has_pending_shards(self) -> bool:
+        """Whether finished shards wait for a flush; touches nothing, so it is safe without the
+        writer lock (``pending_shards`` removes unfinished ones, which only the writer may)."""
+        return self.staging.is_dir() and any(self.staging.glob("*.parquet"))
+
     def pending_shards(self) -> list[Path]:
         if not self.staging.is_dir():
             return []

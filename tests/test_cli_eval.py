@@ -522,13 +522,16 @@ def test_a_complete_rerun_loads_nothing_and_leaves_the_file_alone(
         raise AssertionError("a cached rerun loaded a tokenizer or a model")
 
     before = fingerprint()
+    unfinished = db.with_name(db.name + ".staging") / "0-another-writer-samples.parquet.tmp"
+    unfinished.parent.mkdir(exist_ok=True)
+    unfinished.write_bytes(b"a shard another process is writing")
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "load_tokenizer", refuse)
         patch.setattr(pipeline, "load_causal_lm", refuse)
         code, again, err = run_cli(*args, "--json")
     assert code == 0, err
     assert "nothing to compute" in err and "generated 0 samples, 0 KL, 0 scores, 0 feature rows" in err
-    assert fingerprint() == before
+    assert fingerprint() == before and unfinished.exists()  # read-only: not even another writer's files
     stored = fetch_dicts(db, SUMMARY_SQL, [["r"]])  # the first run's rows, with its analysis since
     assert (
         json.loads(again) == json.loads(json.dumps(jsonable(stored), default=str))
