@@ -216,6 +216,7 @@ class Evaluation:
         self.ref_model: Any = None
         self.max_prompt_tokens = 0
         self.current: set[tuple[str, str]] = set()  # checkpoints whose aggregates are current
+        self.checkpoint_common: dict[str, Any] = {}
         self.proxy_ids: list[str] = []
         self.gold_ids: list[str] = []
 
@@ -288,8 +289,9 @@ class Evaluation:
             if len(members) > 1:
                 scorer_id = self.role_scorer(members, ref_fp)
                 self.store.stage("scorers", [rows.ensemble_row(scorer_id, role, self.ensemble_mode, members)])
-        common = {**self.checkpoint_fields(ref_fp), "eval_id": self.eval_id, "evaluated_at": now}
-        self.store.stage("checkpoints", rows.checkpoint_rows(units, common))
+        # checkpoint rows are written as each model completes (``evaluate_unit``): a run that
+        # fails half-way leaves the checkpoints it did not reach as they were stored
+        self.checkpoint_common = {**self.checkpoint_fields(ref_fp), "eval_id": self.eval_id, "evaluated_at": now}
         self.store.stage("training_logs", rows.training_log_rows(self.runs))
 
     def checkpoint_fields(self, ref_fp: str) -> dict[str, Any]:
@@ -412,6 +414,7 @@ class Evaluation:
                 f"and were cut to their last {self.max_prompt_tokens} tokens (stored with prompt_truncated = true)"
             )
         keys = unit_checkpoints([unit])
+        self.store.stage("checkpoints", rows.checkpoint_rows([unit], self.checkpoint_common))
         if self.stats.work_done != work_before or not set(keys) <= self.current:
             self.store.stage_refresh(keys)  # its rows are complete: aggregate them
         self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
@@ -623,16 +626,45 @@ class Evaluation:
             self.save_hash_cache()
             self.stage_metadata(units, ref_fp)
             self.store.flush()
-            self.current = set(self.store.query(*summary_keys(names)))
-            for unit in units:
-                self.evaluate_unit(unit, ref_fp)
-            if self.compute_ensembles(units, ref_fp):
-                self.store.stage_refresh(unit_checkpoints(units))  # ensemble scores complete them
+            self.current = self.current_aggregates(units, ref_fp, names)
+            try:
+                for unit in units:
+                    self.evaluate_unit(unit, ref_fp)
+                if self.compute_ensembles(units, ref_fp):
+                    self.store.stage_refresh(unit_checkpoints(units))  # ensemble scores complete them
+            except UserInputError:
+                # bad input found mid-run (a scorer that raises, say): the rows finished so far
+                # are kept (content-addressed, reused by the next run), the attempt is recorded
+                self.stage_evaluation("failed", datetime.now(timezone.utc).replace(tzinfo=None))
+                self.store.flush()
+                raise
             self.stage_evaluation("completed", datetime.now(timezone.utc).replace(tzinfo=None))
             self.store.flush()
             summary = self.summary(names)
         self.stats.lock_wait_seconds = self.store.lock_wait_seconds
         return EvalResult(self.eval_id, tuple(names), summary, self.stats)
+
+    def current_aggregates(self, units: Sequence[ModelUnit], ref_fp: str, names: list[str]) -> set[tuple[str, str]]:
+        """The checkpoints whose stored aggregates were computed for exactly the fields this
+        evaluation writes (model, reference, generation, suite, samples, scorers): if no row of
+        theirs changes, their aggregates need no refresh."""
+        from rlhf_eval.stats import KEY_COLUMNS
+
+        expected = {
+            (r["run"], r["checkpoint"]): tuple(r[c] for c in KEY_COLUMNS)
+            for r in rows.checkpoint_rows(units, self.checkpoint_fields(ref_fp))
+        }
+        stored, summarized = self.store.queries(
+            [
+                (
+                    f"SELECT run, checkpoint, {', '.join(KEY_COLUMNS)} FROM checkpoints WHERE list_contains(?, run)",
+                    [names],
+                ),
+                summary_keys(names),
+            ]
+        )
+        same = {(r[0], r[1]) for r in stored if expected.get((r[0], r[1])) == tuple(r[2:])}
+        return same & {(r[0], r[1]) for r in summarized}
 
     def stored_result(self, units: Sequence[ModelUnit], ref_fp: str, names: list[str]) -> EvalResult | None:
         """The result, read from the database, when it already holds every row this evaluation

@@ -271,7 +271,11 @@ def build_scorer(text: str, options: LoadOptions, hash_cache: dict[FileStat, str
             except UserInputError:
                 raise
             except Exception as exc:
-                raise UserInputError(f"{spec.target}: scorer raised {type(exc).__name__}: {exc}") from None
+                reason = " ".join(str(exc).split())[:200]  # one line, whatever the exception says
+                raise UserInputError(
+                    f"{spec.target}: scorer raised {type(exc).__name__}: {reason}; fix the function (it gets "
+                    "a list of prompts and a list of responses and returns one float per response)"
+                ) from None
 
         fp = callable_fingerprint(function, kwargs)
         return Scorer(f"callable-{fp}", spec.raw, "callable", {"target": spec.target, "kwargs": kwargs}, run)

@@ -465,14 +465,17 @@ class Store:
 
         With ``wait=False`` a flush that would have to wait for a reader is put off (the shards
         stay pending for the next one), so readers do not hold up the evaluation; once rows have
-        been pending for ``MAX_DEFER`` seconds the flush waits (for one reader's query at most),
-        so that readers still see new checkpoints land while a busy dashboard polls.
+        been pending for ``MAX_DEFER`` seconds, or a checkpoint's rows are complete (a refresh
+        request is pending), the flush waits (for one reader's query at most), so that readers
+        see each checkpoint land when it is done while a busy dashboard polls.
         """
         shards = self.pending_shards()
         if not shards:
             return 0
         if time.monotonic() - self._last_flush >= MAX_DEFER:
             wait = True
+        if any(shard.stem.endswith(f"-{REFRESH_SHARD}") for shard in shards):
+            wait = True  # a completed checkpoint lands now, even while readers keep the database busy
         try:
             con = connect(self.path, read_only=False, timeout=60.0 if wait else 0.0, waited=self.lock_waits)
         except DatabaseLocked:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rlhf_eval.errors import StoreError
 from rlhf_eval.query import checkpoint_summary, fetch_dicts, read_connection
@@ -128,3 +130,41 @@ def test_evaluations_left_running_are_marked_interrupted(tmp_path: Path) -> None
         ("e1", "interrupted"),
         ("e2", "completed"),
     ]
+
+
+# -- fuzzing: any rows go in and come back out as the table keeps them ---------------------------
+
+TEXT = st.text(st.characters(codec="utf-8"), max_size=8)
+FLOATS = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=True, width=64))
+SCORE_ROWS = st.lists(st.fixed_dictionaries({"sample_id": TEXT, "scorer_id": TEXT, "value": FLOATS}), max_size=12)
+LOG_ROWS = st.lists(
+    st.fixed_dictionaries({"run": TEXT, "step": st.integers(-(2**62), 2**62), "metric": TEXT, "value": FLOATS}),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(SCORE_ROWS, SCORE_ROWS, LOG_ROWS, LOG_ROWS)
+def test_any_rows_round_trip_as_their_table_keeps_them(
+    tmp_path: Path, first: list[dict], second: list[dict], logs: list[dict], later_logs: list[dict]
+) -> None:
+    """Content-addressed rows (scores) keep the first write of a key, descriptive rows (training
+    logs) the last, across shards and flushes, with any text, any finite or infinite float and
+    NULL; nothing else is added or lost."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
+        store = Store(Path(folder) / "db.duckdb")
+        with store.writer():
+            store.stage("scores", first)
+            store.stage("training_logs", logs)
+        with store.writer():
+            store.stage("scores", second)
+            store.stage("training_logs", later_logs)
+        kept_scores: dict[tuple, float | None] = {}
+        for row in first + second:
+            kept_scores.setdefault((row["sample_id"], row["scorer_id"]), row["value"])
+        kept_logs = {(r["run"], r["step"], r["metric"]): r["value"] for r in logs + later_logs}
+        scores = {(a, b): v for a, b, v in store.query("SELECT sample_id, scorer_id, value FROM scores")}
+        stored_logs = {(a, b, c): v for a, b, c, v in store.query("SELECT run, step, metric, value FROM training_logs")}
+    assert scores == kept_scores and stored_logs == kept_logs

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rlhf_eval.errors import UserInputError
-from rlhf_eval.gate.policy import load_policy, parse_policy, parse_threshold
+from rlhf_eval.gate.policy import POLICY_KEYS, RULE_KEYS, load_policy, parse_policy, parse_threshold
 
 DEFAULT = Path(__file__).resolve().parents[2] / "suites" / "gates" / "default.yaml"
 
@@ -131,3 +133,89 @@ def test_file_errors(tmp_path: Path) -> None:
     binary.write_bytes(b"version: 1\n\xff\xfe rules")
     with pytest.raises(UserInputError, match="not UTF-8"):
         load_policy(binary)
+
+
+# -- fuzzing: whatever YAML a user writes, the parser answers with a policy or one domain error --
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=12),
+    st.sampled_from(["baseline", "reference + 20%", "baseline - 1", "reference * 2", "1e-2", "paired", "value",
+                     "ci_low", "ci_high", "critical", "warning", "kl", "gold_reward", "past_peak", "not_lower"]),
+)  # fmt: skip
+KEYS = st.sampled_from([*POLICY_KEYS, *RULE_KEYS, "replicates", "seed", "x"])
+YAMLISH = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=6)),
+    max_leaves=25,
+)
+THRESHOLD = st.one_of(
+    st.floats(-100, 100), st.integers(-100, 100),
+    st.builds("{} {} {}{}".format, st.sampled_from(["baseline", "reference"]), st.sampled_from(["+", "-", "*"]),
+              st.floats(0, 50).map(lambda x: round(x, 3)), st.sampled_from(["", "%"])),
+)  # fmt: skip
+LIMIT_RULE = st.builds(
+    lambda base, bound, threshold: {**base, bound: threshold},
+    st.fixed_dictionaries(
+        {"name": st.text(min_size=1, max_size=8), "metric": st.sampled_from(["kl", "gold_reward", "mean_length", "x"])},
+        optional={"severity": st.sampled_from(["critical", "warning", "fatal"]),
+                  "statistic": st.sampled_from(["value", "ci_low", "ci_high", "median"])},
+    ),
+    st.sampled_from(["max", "min"]),
+    THRESHOLD,
+)  # fmt: skip
+PAIRED_RULE = st.fixed_dictionaries(
+    {"name": st.text(min_size=1, max_size=8), "metric": st.sampled_from(["gold_reward", "proxy_reward"]),
+     "test": st.sampled_from(["paired", "unpaired"]), "direction": st.sampled_from(["not_lower", "not_higher", "up"])},
+    optional={"margin": st.one_of(st.floats(-1, 1), SCALARS), "alpha": st.one_of(st.floats(0, 1), SCALARS)},
+)  # fmt: skip
+EQUALS_RULE = st.fixed_dictionaries(
+    {
+        "name": st.text(min_size=1, max_size=8),
+        "metric": st.just("past_peak"),
+        "equals": st.one_of(st.booleans(), SCALARS),
+    }
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, rule: st.SearchStrategy[dict[str, object]]) -> dict[str, object]:
+    """A well-formed rule, with one field sometimes replaced by anything YAML can hold."""
+    item = dict(draw(rule))
+    if draw(st.booleans()):
+        item[draw(KEYS)] = draw(YAMLISH)
+    return item
+
+
+RULE = st.one_of(mutated(LIMIT_RULE), mutated(PAIRED_RULE), mutated(EQUALS_RULE), st.dictionaries(KEYS, YAMLISH))
+POLICY = st.fixed_dictionaries(
+    {"version": st.one_of(st.just(1), st.just(1), SCALARS), "rules": st.one_of(st.lists(RULE, min_size=1, max_size=4),
+                                                                              YAMLISH)},
+    optional={"name": SCALARS, "description": SCALARS,
+              "bootstrap": st.one_of(st.fixed_dictionaries({}, optional={"replicates": SCALARS, "seed": SCALARS}),
+                                     YAMLISH)},
+)  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(POLICY, YAMLISH))
+def test_any_parsed_yaml_gives_a_policy_or_one_error_line_naming_the_file(data: object) -> None:
+    try:
+        policy = parse_policy(data, "p.yaml")
+    except UserInputError as exc:
+        message = str(exc)
+        assert message.startswith("p.yaml") and "\n" not in message, message
+    else:
+        assert policy.rules and len({r.name for r in policy.rules}) == len(policy.rules)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8")))
+def test_any_file_content_gives_a_policy_or_one_error_line(
+    tmp_path_factory: pytest.TempPathFactory, raw: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "p.yaml"
+    path.write_bytes(raw)
+    try:
+        load_policy(path)
+    except UserInputError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc), str(exc)
