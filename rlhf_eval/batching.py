@@ -27,27 +27,39 @@ def too_padded(rows: int, width: int, real: int, real_before: int) -> bool:
     return real_before >= MIN_BATCH_TOKENS and rows * width > (1 + MAX_PADDING) * real
 
 
-def length_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+def length_batches(
+    lengths: Sequence[int],
+    token_budget: int,
+    *,
+    widths: Sequence[int] | None = None,
+    width_budget: int | None = None,
+) -> list[list[int]]:
     """Indices of ``lengths`` in batches, longest first, each within ``token_budget`` padded
-    tokens (a longer row is a batch of its own) and not ``too_padded``. Deterministic.
+    tokens (a longer row is a batch of its own) and not ``too_padded``. With ``widths``, each
+    batch also keeps rows x (its largest width) within ``width_budget`` (the KL stage bounds the
+    logits it holds this way). Deterministic.
 
     >>> length_batches([20, 600, 10, 590], 10_000)
     [[1, 3], [0, 2]]
     >>> length_batches([600, 590, 580], 1_000)  # the token budget: one row each
     [[0], [1], [2]]
+    >>> length_batches([50, 40, 30], 1_000, widths=[5, 9, 2], width_budget=18)
+    [[0, 1], [2]]
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
-    width = real = 0
+    width = widest = real = 0
     for index in order:
         length = max(lengths[index], 1)
-        rows, new_width, new_real = len(current) + 1, max(width, length), real + length
-        if current and (rows * new_width > token_budget or too_padded(rows, new_width, new_real, real)):
+        extra = widths[index] if widths is not None else 0
+        rows, new_width, new_widest, new_real = len(current) + 1, max(width, length), max(widest, extra), real + length
+        too_big = rows * new_width > token_budget or (width_budget is not None and rows * new_widest > width_budget)
+        if current and (too_big or too_padded(rows, new_width, new_real, real)):
             batches.append(current)
-            current, new_width, new_real = [], length, length
+            current, new_width, new_widest, new_real = [], length, extra, length
         current.append(index)
-        width, real = new_width, new_real
+        width, widest, real = new_width, new_widest, new_real
     if current:
         batches.append(current)
     return batches

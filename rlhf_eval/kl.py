@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rlhf_eval.batching import too_padded
+from rlhf_eval.batching import length_batches
 from rlhf_eval.models import as_tensor
 from rlhf_eval.sampling import SamplingParams, processed_logprobs
 
@@ -174,23 +174,13 @@ def estimate_kl(
 def plan_kl_batches(
     items: Sequence[KLItem], token_budget: int, vocab_size: int, logit_budget: int
 ) -> list[list[KLItem]]:
-    """Length-sorted batches bounded by padded tokens, by the (B x T x V) logits they hold and
-    by their padding (``batching.too_padded``). Deterministic: the same items always give the
-    same batches."""
-    ordered = sorted(items, key=lambda item: -(len(item.prompt_ids) + len(item.response_ids)))
-    batches: list[list[KLItem]] = []
-    current: list[KLItem] = []
-    width = resp = real = 0
-    for item in ordered:
-        length = len(item.prompt_ids) + len(item.response_ids)
-        rows = len(current) + 1
-        new_width, new_resp, new_real = max(width, length), max(resp, len(item.response_ids)), real + length
-        too_big = rows * new_width > token_budget or rows * (new_resp + 1) * vocab_size > logit_budget
-        if current and (too_big or too_padded(rows, new_width, new_real, real)):
-            batches.append(current)
-            current, new_width, new_resp, new_real = [], length, len(item.response_ids), length
-        current.append(item)
-        width, resp, real = new_width, new_resp, new_real
-    if current:
-        batches.append(current)
-    return batches
+    """Length-sorted batches bounded by padded tokens, by the (B x (response + 1) x V) logits
+    they hold and by their padding (``batching.length_batches``). Deterministic: the same items
+    always give the same batches."""
+    groups = length_batches(
+        [len(item.prompt_ids) + len(item.response_ids) for item in items],
+        token_budget,
+        widths=[len(item.response_ids) + 1 for item in items],
+        width_budget=logit_budget // vocab_size,  # rows x width <= B // V  <=>  rows x width x V <= B
+    )
+    return [[items[i] for i in group] for group in groups]

@@ -520,8 +520,6 @@ class Evaluation:
         in_ensemble = {m for members in (self.proxy_ids, self.gold_ids) if len(members) > 1 for m in members}
         for scorer_id, scorer in self.scorers.items():
             known = stored[scorer_id]
-            if scorer_id in in_ensemble:  # kept for the ensemble's standardization and aggregate
-                self.member_values.setdefault(scorer_id, {}).update(known)
             chunks = [plan[i : i + SCORE_CHUNK] for i in range(0, len(plan), SCORE_CHUNK)]
             for chunk in progress(chunks, len(chunks), f"{label} {scorer.kind} {scorer.name}", self.config.progress):
                 if all(p.sample_id in known for p in chunk):
@@ -532,13 +530,13 @@ class Evaluation:
                     if p.sample_id in known:
                         continue
                     known[p.sample_id] = value
-                    if scorer_id in in_ensemble:
-                        self.member_values[scorer_id][p.sample_id] = value
                     staged.append({"sample_id": p.sample_id, "scorer_id": scorer_id, "value": value})
                     self.stats.null_scores += value is None
                 self.store.stage("scores", staged)
                 self.stats.scores_computed += len(staged)
                 self.store.maybe_flush()
+            if scorer_id in in_ensemble:  # kept for the ensemble's standardization and aggregate
+                self.member_values.setdefault(scorer_id, {}).update(known)
             truncated = getattr(scorer.score_fn, "truncated", 0)
             if truncated:
                 self.stats.rm_inputs_truncated += truncated

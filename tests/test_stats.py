@@ -47,6 +47,10 @@ def sample_rows(model_fp: str, per_prompt: int) -> list[dict[str, Any]]:
     ]
 
 
+def stage_prompts(store: Store) -> None:
+    store.stage("prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)])
+
+
 def seed_rows(store: Store, model_fp: str, per_prompt: int = 3) -> list[dict[str, Any]]:
     samples = sample_rows(model_fp, per_prompt)
     store.stage("samples", samples)
@@ -98,9 +102,7 @@ def test_summary_matches_the_rows_and_follows_every_refresh(tmp_path: Path) -> N
     db = tmp_path / "db.duckdb"
     store = Store(db)
     with store.writer():
-        store.stage(
-            "prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)]
-        )
+        stage_prompts(store)
         store.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1")])
         samples = seed_rows(store, "m1")
         store.stage_refresh(KEY)
@@ -134,9 +136,7 @@ def test_aggregates_for_other_keys_are_never_shown(tmp_path: Path) -> None:
     db = tmp_path / "db.duckdb"
     store = Store(db)
     with store.writer():
-        store.stage(
-            "prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)]
-        )
+        stage_prompts(store)
         store.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1")])
         seed_rows(store, "m1")
         store.stage_refresh(KEY)
@@ -156,7 +156,7 @@ def test_a_version_2_database_gets_its_aggregates_on_upgrade(tmp_path: Path) -> 
         con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [migration.version, migration.name])
     con.close()
     old = Store(db)
-    old.stage("prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)])
+    stage_prompts(old)
     old.stage("checkpoints", [checkpoint_row("ppo", "reference", "m0")])
     samples = seed_rows(old, "m0")
     # ingest the shards as a version-2 writer would (no aggregates), then read through the old view
@@ -188,9 +188,7 @@ def test_rows_flushed_without_a_request_leave_the_aggregates_alone(tmp_path: Pat
     db = tmp_path / "db.duckdb"
     store = Store(db)
     with store.writer():
-        store.stage(
-            "prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)]
-        )
+        stage_prompts(store)
         store.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1", samples=3)])
         samples = seed_rows(store, "m1")
         store.flush()
@@ -211,7 +209,7 @@ def test_a_request_staged_before_a_kill_is_applied_by_the_next_writer(tmp_path: 
     db = tmp_path / "db.duckdb"
     killed = Store(db)
     killed.migrate()
-    killed.stage("prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)])
+    stage_prompts(killed)
     killed.stage("checkpoints", [checkpoint_row("ppo", "checkpoint-1", "m1")])
     seed_rows(killed, "m1")
     killed.stage_refresh(KEY)  # the process dies here: rows and request staged, nothing flushed
@@ -230,9 +228,7 @@ def test_refresh_all_aggregates_in_bounded_statements(tmp_path: Path, monkeypatc
     db = tmp_path / "db.duckdb"
     store = Store(db)
     with store.writer():
-        store.stage(
-            "prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(PROMPTS)]
-        )
+        stage_prompts(store)
         store.stage("suites", [{"suite_fp": "suite", "name": "s", "version": "1", "source": "x", "n_prompts": 3}])
         keys = [("ppo", "reference"), ("ppo", "checkpoint-1"), ("dpo", "checkpoint-1")]
         store.stage("checkpoints", [checkpoint_row(run, ckpt, f"m-{run}-{ckpt}") for run, ckpt in keys])

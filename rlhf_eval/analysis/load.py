@@ -195,19 +195,14 @@ def rl_taus(con: duckdb.DuckDBPyConnection, run: str, only: list[str] | None = N
     """Kendall tau-b between proxy and gold over each checkpoint's samples."""
     from rlhf_eval.analysis.agreement import kendall_tau
 
-    labels = [r[0] for r in con.execute("SELECT checkpoint FROM checkpoints WHERE run = ? ORDER BY checkpoint", [run])
-              .fetchall() if only is None or r[0] in only]  # fmt: skip
-    taus = {}
-    for label in labels:  # one checkpoint's samples in memory at a time, as arrays
-        pairs = fetch_arrays(
-            con,
-            "SELECT proxy_reward, gold_reward FROM run_samples(?, checkpoint_names := [?]) "
-            "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL ORDER BY prompt_id, sample_idx",
-            [run, label],
-        )
-        if len(pairs["proxy_reward"]):
-            taus[label] = kendall_tau(pairs["proxy_reward"], pairs["gold_reward"])
-    return taus
+    columns = con.execute(
+        "SELECT checkpoint, proxy_reward, gold_reward FROM run_samples(?, checkpoint_names := ?) "
+        "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL ORDER BY checkpoint, prompt_id, sample_idx",
+        [run, only],
+    ).fetchnumpy()  # arrays, not a Python object per value
+    labels = np.asarray(columns["checkpoint"], dtype=object)
+    proxy, gold = (np.asarray(columns[name], dtype=np.float64) for name in ("proxy_reward", "gold_reward"))
+    return {str(label): kendall_tau(proxy[labels == label], gold[labels == label]) for label in dict.fromkeys(labels)}
 
 
 def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str, only: list[str] | None = None) -> dict[str, float]:
