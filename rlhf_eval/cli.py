@@ -565,6 +565,32 @@ def dashboard_command(
     serve_dashboard(db, port)
 
 
+@app.command("verify")
+@domain_errors
+def verify_command(
+    db: DbOption = "rlhf_eval.duckdb",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Read the whole database back and check it: every block, unique keys, no orphan rows.
+    Exit 0 when it is sound, 1 when problems were found, 2 when it cannot be opened."""
+    from dataclasses import asdict
+
+    from rlhf_eval.integrity import check
+
+    report = check(db)
+    if as_json:
+        print_json({**asdict(report), "ok": report.ok})
+    else:
+        typer.echo(f"{db}: schema version {report.schema_version}, {sum(report.rows.values())} rows")
+        print_table([("table", "table", "s"), ("rows", "rows", "d")],
+                    [{"table": t, "rows": n} for t, n in report.rows.items()])  # fmt: skip
+        for problem in report.problems:
+            typer.echo(f"problem: {problem}")
+        typer.echo("ok: the database is sound" if report.ok else f"{len(report.problems)} problems found")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @app.command("watch")
 @domain_errors
 def watch_command(

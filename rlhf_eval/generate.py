@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
+from rlhf_eval import faults
 from rlhf_eval.models import as_tensor
 from rlhf_eval.records import Prompt
 from rlhf_eval.sampling import SamplingParams, inverse_cdf_sample, processed_logprobs, uniforms
@@ -201,6 +202,7 @@ class TransformersBackend:
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             generated[active, step] = token
             finished |= torch.isin(token, eos)
+            faults.reach("generate.step")
             if bool(finished.all()) or step == steps - 1:
                 break
             cache = _output_cache(output)

@@ -27,7 +27,7 @@ from typing import Any
 
 import duckdb
 
-from rlhf_eval import rows
+from rlhf_eval import faults, rows
 from rlhf_eval.discover import CheckpointSpec, RunSpec, discover
 from rlhf_eval.errors import UserInputError
 from rlhf_eval.fingerprint import FileStat
@@ -417,6 +417,7 @@ class Evaluation:
         self.store.stage("checkpoints", rows.checkpoint_rows([unit], self.checkpoint_common))
         if self.stats.work_done != work_before or not set(keys) <= self.current:
             self.store.stage_refresh(keys)  # its rows are complete: aggregate them
+        faults.reach("unit.complete")
         self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
         if policy is not None and policy is not self.ref_model:
             loaded = weakref.ref(policy)
@@ -459,6 +460,7 @@ class Evaluation:
                     fresh.append(row)
                     samples[out.request.sample_id] = row
             self.store.stage("samples", fresh)
+            faults.reach("generate.batch")
             self.stats.samples_generated += len(fresh)
             self.store.maybe_flush()
         return {prompt_id for prompt_id, e in encoded.items() if e.truncated}
@@ -507,6 +509,7 @@ class Evaluation:
                 if e.sample_id not in done
             ]
             self.store.stage("kl", estimates)
+            faults.reach("kl.batch")
             self.stats.kl_computed += len(estimates)
             self.store.maybe_flush()
 
@@ -533,6 +536,7 @@ class Evaluation:
                     staged.append({"sample_id": p.sample_id, "scorer_id": scorer_id, "value": value})
                     self.stats.null_scores += value is None
                 self.store.stage("scores", staged)
+                faults.reach("scores.chunk")
                 self.stats.scores_computed += len(staged)
                 self.store.maybe_flush()
             if scorer_id in in_ensemble:  # kept for the ensemble's standardization and aggregate
@@ -562,6 +566,7 @@ class Evaluation:
                 for i, p in enumerate(chunk)
             ]
             self.store.stage("features", feature_rows)
+            faults.reach("features.chunk")
             self.stats.features_computed += len(chunk)
 
     def compute_ensembles(self, units: Sequence[ModelUnit], ref_fp: str) -> bool:

@@ -15,12 +15,12 @@ from typing import Any
 import duckdb
 
 from rlhf_eval.errors import StoreError
-from rlhf_eval.store import connect
+from rlhf_eval.store import connect, damage_reported
 
 
 @contextmanager
 def read_connection(path: str | Path, timeout: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection, closed on exit. A missing database is a clear error."""
+    """A read-only connection, closed on exit. A missing or damaged database is a clear error."""
     db = Path(path)
     if not db.is_file():
         raise StoreError(
@@ -29,7 +29,8 @@ def read_connection(path: str | Path, timeout: float = 60.0) -> Iterator[duckdb.
         )
     con = connect(db, read_only=True, timeout=timeout)
     try:
-        yield con
+        with damage_reported(db):
+            yield con
     finally:
         con.close()
 

@@ -17,6 +17,7 @@ the shards were deleted) changes nothing. One writer at a time is enforced with 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -32,7 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf_eval import stats
+from rlhf_eval import faults, stats
 from rlhf_eval.errors import DatabaseLocked, StoreError
 
 MAX_DEFER = 3.0  # seconds rows may stay staged while readers keep the database busy
@@ -343,6 +344,26 @@ def connect(
             ) from None
 
 
+def is_damage(exc: BaseException) -> bool:
+    """Whether DuckDB failed because the file itself is damaged or unreadable."""
+    return isinstance(exc, duckdb.IOException) or "Corrupt database file" in str(exc)
+
+
+@contextmanager
+def damage_reported(path: Path) -> Iterator[None]:
+    """Turn DuckDB's errors about a damaged file into a ``StoreError`` naming it and the next step."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        if not is_damage(exc):
+            raise
+        first = str(exc).splitlines()[0][:200]
+        raise StoreError(
+            f"{path}: the database file is damaged ({first}); list what is affected with "
+            f"`rlhf-eval verify --db {path}` and restore the file from a copy (nothing was changed)"
+        ) from None
+
+
 class Store:
     """The single writer of a database file."""
 
@@ -375,10 +396,12 @@ class Store:
                 f"{self.path}: another evaluation (pid {holder}) is writing to this database; "
                 "wait for it to finish, or pass --db with another file"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:  # unbuffered, so that a failed write leaves nothing for close() to retry
+            os.ftruncate(handle.fileno(), 0)
+            os.write(handle.fileno(), str(os.getpid()).encode())
+        except OSError as exc:  # a full disk: the pid is only a hint for the message above
+            if exc.errno != errno.ENOSPC:
+                raise
         self._lock_handle = handle
         try:
             self.migrate()
@@ -395,7 +418,8 @@ class Store:
         """Evaluations still 'running' while we hold the writer lock were killed: say so."""
         con = connect(self.path, read_only=False, waited=self.lock_waits)
         try:
-            con.execute("UPDATE evaluations SET status = 'interrupted' WHERE status = 'running'")
+            with damage_reported(self.path):
+                con.execute("UPDATE evaluations SET status = 'interrupted' WHERE status = 'running'")
         finally:
             con.close()
 
@@ -403,21 +427,24 @@ class Store:
         """Apply pending migrations, each in its own transaction; returns the schema version."""
         con = connect(self.path, read_only=False, waited=self.lock_waits)
         try:
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
-            )
-            done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
-            for migration in migrations():
-                if migration.version in done:
-                    continue
-                con.execute("BEGIN TRANSACTION")
-                con.execute(migration.sql)
-                if migration.version == STATS_MIGRATION:
-                    stats.refresh_all(con)  # aggregates of the checkpoints stored before it
-                con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [migration.version, migration.name])
-                con.execute("COMMIT")
-            return SCHEMA_VERSION
+            with damage_reported(self.path):
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+                )
+                done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+                for migration in migrations():
+                    if migration.version in done:
+                        continue
+                    con.execute("BEGIN TRANSACTION")
+                    con.execute(migration.sql)
+                    if migration.version == STATS_MIGRATION:
+                        stats.refresh_all(con)  # aggregates of the checkpoints stored before it
+                    con.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, now())", [migration.version, migration.name]
+                    )
+                    con.execute("COMMIT")
+                return SCHEMA_VERSION
         finally:
             con.close()
 
@@ -442,9 +469,17 @@ class Store:
         self.staging.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{table}.parquet"
         tmp = self.staging / (name + ".tmp")
-        pq.write_table(data, tmp)
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            pq.write_table(data, tmp)
+            with tmp.open("rb") as handle:
+                os.fsync(handle.fileno())
+        except OSError as exc:  # a full disk, a read-only or vanished folder
+            tmp.unlink(missing_ok=True)
+            raise StoreError(
+                f"{self.staging}: staging rows failed ({str(exc).splitlines()[0][:200]}); free space or fix the "
+                "folder, then rerun the same command: every row written before is kept and the run resumes"
+            ) from None
+        faults.reach("stage.written")
         tmp.rename(self.staging / name)
         self._pending += 1
 
@@ -498,13 +533,20 @@ class Store:
                 con.execute(f"INSERT OR {mode} INTO {table} BY NAME SELECT * FROM {view}")
                 con.unregister(view)
             stats.refresh_checkpoints(con, sorted(touched))  # requested aggregates land with the rows
+            faults.reach("flush.inserted")
             con.execute("COMMIT")
+            faults.reach("flush.committed")
         except duckdb.Error as exc:
-            raise StoreError(f"{self.path}: writing rows failed ({str(exc).splitlines()[0][:200]})") from None
+            raise StoreError(
+                f"{self.path}: writing rows failed ({str(exc).splitlines()[0][:200]}); nothing of this write was "
+                f"stored and its rows stay staged in {self.staging.name}/: free space or fix the file system, "
+                "then rerun the same command to resume"
+            ) from None
         finally:
             con.close()
         for shard in shards:
             shard.unlink(missing_ok=True)
+            faults.reach("flush.deleted")
         self._pending = 0
         self._last_flush = time.monotonic()
         return len(shards)
@@ -523,7 +565,8 @@ class Store:
         """Several short reads on one connection (opening one costs tens of milliseconds)."""
         con = connect(self.path, read_only=False, waited=self.lock_waits)
         try:
-            return [con.execute(sql, list(params)).fetchall() for sql, params in statements]
+            with damage_reported(self.path):
+                return [con.execute(sql, list(params)).fetchall() for sql, params in statements]
         finally:
             con.close()
 
