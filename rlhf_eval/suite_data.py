@@ -92,6 +92,8 @@ def read_prompts(source: PromptSource, limit: int | None) -> tuple[list[Prompt],
             first_row[prompt_id] = i + 1
         category = data[category_col][i] if category_col is not None else None
         category = None if _missing(category) or category == "" else str(category)
+        if category is not None:
+            _check_unicode(category, f"{source.where}: {label}: the category")
         prompts.append(Prompt(prompt_id=prompt_id, index=i, text=text, messages=messages, category=category))
     if duplicates:
         groups = [[first_row[pid], *rows] for pid, rows in duplicates.items()]
@@ -163,6 +165,7 @@ def _text_or_chat(value: Any, label: str, column: str, where: str) -> tuple[str 
         raise UserInputError(
             f"{where}: {label}: the prompt in column '{column}' is {show_value(value)}, not text. Write it as a string."
         )
+    _check_unicode(value, f"{where}: {label}: the prompt in column '{column}'")
     return value, None
 
 
@@ -191,6 +194,7 @@ def _messages(value: Any, label: str, column: str, where: str) -> tuple[tuple[tu
                 f"{where}: {label}: message {j} has unknown role '{role}'.{did_you_mean(role, ROLES)} "
                 f"Allowed: {', '.join(ROLES)}."
             )
+        _check_unicode(content, f"{where}: {label}: message {j}")
         messages.append((("role", role), ("content", content)))
     if not any(dict(m)["content"].strip() for m in messages):
         raise UserInputError(f"{where}: {label}: empty prompt (every message is blank). Write it or remove the row.")
@@ -249,6 +253,10 @@ def _precheck_file(path: Path, where: str) -> list[dict[str, Any]] | None:
                         f"{where}: line {lineno} is not valid JSON ({one_line(str(exc))}). "
                         "Write one JSON object per line."
                     ) from exc
+                except RecursionError as exc:
+                    raise UserInputError(
+                        f"{where}: line {lineno} is nested too deeply to read. Write one flat JSON object per line."
+                    ) from exc
                 if not isinstance(row, dict):
                     raise UserInputError(
                         f"{where}: line {lineno} is {show_value(row)}, not a JSON object. "
@@ -257,7 +265,29 @@ def _precheck_file(path: Path, where: str) -> list[dict[str, Any]] | None:
                 rows.append(row)
     if blank:
         raise UserInputError(f"{where}: the file is empty, so the suite is empty. Add prompts.")
+    if path.suffix.lower() == ".json":
+        _check_first_row(path.read_text(encoding="utf-8"), where)
     return rows if jsonl else None
+
+
+def _check_first_row(text: str, where: str) -> None:
+    """Refuse a .json file whose first row is null, or in an array neither an object nor a string,
+    before ``datasets`` reads it: pyarrow's JSON reader (26.0) crashes the process with a
+    segmentation fault when the data starts with null, and ``datasets`` rewrites an array of
+    objects as JSON Lines, where a first element NaN, Infinity or null becomes that null. Such
+    a file fails to load in any case."""
+    blank = " \t\r\n"
+    head = text.removeprefix("\ufeff").lstrip(blank)  # datasets drops a byte order mark
+    if head.startswith("["):
+        first = head[1:].lstrip(blank)
+        refused = bool(first) and not first.startswith(("{", '"', "]"))
+    else:
+        first, refused = head, head.startswith("null")
+    if refused:
+        raise UserInputError(
+            f"{where}: the first row is not a JSON object (it starts {one_line(first, 24)!r}). "
+            'Write the rows as objects, e.g. [{"prompt": "..."}].'
+        )
 
 
 def _open(source: PromptSource) -> Any:
@@ -350,6 +380,16 @@ def _quiet_datasets(datasets: Any) -> Iterator[None]:
 
 
 # -- small helpers -------------------------------------------------------------------------------
+
+
+def _check_unicode(text: str, what: str) -> None:
+    """Refuse a lone surrogate (JSON's escape "\\ud800" decodes to one): it cannot be stored or printed as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserInputError(
+            f"{what} holds \\u{ord(text[exc.start]):04x}, a lone surrogate, not Unicode text. Remove that escape."
+        ) from exc
 
 
 def _missing(value: Any) -> bool:

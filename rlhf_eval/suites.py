@@ -143,10 +143,11 @@ def _load_checked(path: str | Path, limit: int | None) -> tuple[Suite, _Config, 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UserInputError(f"--limit {limit!r}: must be an integer >= 1 (or left out for every prompt)")
     shown = str(path)
-    file = Path(path).expanduser()
-    if not file.exists():
+    file = _expand(path, shown, "the path")
+    kind = _kind(file, shown, "the path")
+    if kind == "missing":
         raise UserInputError(f"{shown}: no such file.{_sibling_hint(file) or ' Check the path.'}")
-    if file.is_dir():
+    if kind == "folder":
         raise UserInputError(
             f"{shown}: is a folder. Pass a suite YAML or a data file; a dataset folder goes in a suite YAML "
             "under source.dataset."
@@ -182,8 +183,16 @@ class _DuplicateKey(Exception):
         self.key, self.line = key, line
 
 
+class _Refused(Exception):
+    def __init__(self, what: str, line: int) -> None:
+        super().__init__(what, line)
+        self.what, self.line = what, line
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key written twice in one mapping (plain YAML keeps the last)."""
+    """Safe YAML that refuses a key written twice in one mapping (plain YAML keeps the last), an
+    integer beyond any float (``0x...`` of any length; Python cannot even print one of over 4300
+    digits) and text with a lone surrogate (the escape ``"\\ud800"``, which no UTF-8 output takes)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -195,6 +204,26 @@ class _StrictLoader(yaml.SafeLoader):
                 raise _DuplicateKey(key, key_node.start_mark.line + 1)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value: int = super().construct_yaml_int(node)
+        if value.bit_length() > 1024:
+            what = f"an integer of {value.bit_length()} bits is beyond any float. Write a smaller number."
+            raise _Refused(what, node.start_mark.line + 1)
+        return value
+
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
+        value: str = super().construct_yaml_str(node)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            what = f"\\u{ord(value[exc.start]):04x} is a lone surrogate, not Unicode text. Remove that escape."
+            raise _Refused(what, node.start_mark.line + 1) from exc
+        return value
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:str", _StrictLoader.construct_yaml_str)
 
 
 def _read_yaml(file: Path, shown: str) -> Any:
@@ -211,6 +240,8 @@ def _read_yaml(file: Path, shown: str) -> Any:
         raise UserInputError(
             f"{shown}: invalid YAML at line {exc.line}: key '{key}' appears twice in one mapping. Keep one of them."
         ) from exc
+    except _Refused as exc:
+        raise UserInputError(f"{shown}: invalid YAML at line {exc.line}: {exc.what}") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -310,14 +341,17 @@ def _parse_source(raw: Any, file: Path, shown: str) -> PromptSource:
                 raise UserInputError(
                     f"{shown}: source.{key} applies only to source.dataset. Remove it (a data file has one split)."
                 )
-        data = folder / Path(path).expanduser()
-        where = str(Path(shown).parent / Path(path).expanduser())
-        if not data.is_file():
-            state = "is a folder" if data.is_dir() else "does not exist"
+        relative = _expand(path, shown, f"source.path '{path}'")
+        data = folder / relative
+        where = str(Path(shown).parent / relative)
+        kind = _kind(data, shown, f"source.path '{path}'")
+        if kind != "file":
+            state = "is a folder" if kind == "folder" else "does not exist"
             raise UserInputError(
                 f"{shown}: source.path '{path}' {state} (looked for {where}, relative to the suite's "
                 "folder). Fix the path or create the file."
             )
+        _inside_folder(folder, data, shown, f"source.path '{path}'")
         if data.suffix.lower() not in DATA_FORMATS:
             raise UserInputError(
                 f"{shown}: source.path '{path}' has an unknown extension '{data.suffix}'. "
@@ -326,11 +360,13 @@ def _parse_source(raw: Any, file: Path, shown: str) -> PromptSource:
         return replace(columns, path=data.resolve(), where=where)
     assert dataset is not None
     split = values["split"] or "train"
-    local = folder / Path(dataset).expanduser()
+    local = folder / _expand(dataset, shown, f"source.dataset '{dataset}'")
     looks_local = dataset.startswith((".", "/", "~")) or dataset.count("/") > 1 or "\\" in dataset
-    if local.is_dir():
+    kind = _kind(local, shown, f"source.dataset '{dataset}'")
+    if kind == "folder":
+        _inside_folder(folder, local, shown, f"source.dataset '{dataset}'")
         resolved = str(local.resolve())
-    elif local.exists():
+    elif kind != "missing":
         raise UserInputError(f"{shown}: source.dataset '{dataset}' is a file. Use source.path for a data file.")
     elif looks_local:
         raise UserInputError(
@@ -385,6 +421,46 @@ def _check_keys(raw: Mapping[Any, Any], allowed: tuple[str, ...], where: str, sh
 
 
 # -- small helpers -------------------------------------------------------------------------------
+
+
+def _expand(path: str | Path, shown: str, what: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a user without a home folder is a UserInputError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser/x"
+        raise UserInputError(
+            f"{shown}: {what} starts with a '~' that names no home folder here. Write the full path."
+        ) from exc
+
+
+def _inside_folder(folder: Path, target: Path, shown: str, what: str) -> None:
+    """Refuse a suite's data path that leads out of the suite's folder: absolute, through ``..``,
+    from ``~`` or through a symbolic link. A suite is a file people share; reading only what lies
+    next to it keeps one from pulling any file of the machine into the database (and so into
+    reports). Data elsewhere can still be evaluated: pass the data file itself as ``--suite``."""
+    base = folder.resolve()
+    try:
+        inside = target.resolve().is_relative_to(base)
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise UserInputError(
+            f"{shown}: {what} leads out of the suite's folder ({base}); a suite reads only data inside "
+            "its folder. Move the data next to the suite, or pass the data file itself as --suite."
+        )
+
+
+def _kind(path: Path, shown: str, what: str) -> str:
+    """'file', 'folder', 'other' (a device, a pipe) or 'missing'; a name the system refuses to look
+    up (too long, say) is a UserInputError."""
+    try:
+        if path.is_file():
+            return "file"
+        if path.is_dir():
+            return "folder"
+        return "other" if path.exists() else "missing"
+    except OSError as exc:
+        raise UserInputError(f"{shown}: {what} cannot be looked up ({exc.strerror}). Fix the path.") from exc
 
 
 def _finite(value: float) -> bool:

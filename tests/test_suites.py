@@ -591,6 +591,71 @@ def test_dataset_folder_missing(tmp_path: Path) -> None:
     expect_error(path, "s.yaml: source.dataset './data/saved' is not a folder", "Fix the path")
 
 
+# -- inputs that raised other exceptions (tests/test_fuzz_loaders.py) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "parts"),
+    [
+        (f"  path: {'a' * 300}.jsonl\n", ["s.yaml: source.path 'aaa", "cannot be looked up (File name too long)"]),
+        (f"  dataset: {'a' * 300}\n", ["s.yaml: source.dataset 'aaa", "cannot be looked up"]),
+        ("  path: ~nosuchuser/p.jsonl\n", ["s.yaml: source.path '~nosuchuser/p.jsonl' starts with a '~'", "full path"]),
+        ("  dataset: ~nosuchuser/d\n", ["s.yaml: source.dataset '~nosuchuser/d' starts with a '~'"]),
+    ],
+)  # fmt: skip
+def test_paths_the_system_refuses(tmp_path: Path, source: str, parts: list[str]) -> None:
+    # Were OSError (a name over 255 bytes) and RuntimeError (no such user for '~').
+    expect_error(write_suite(tmp_path, minimal(source=source), ROWS), *parts)
+
+
+@pytest.mark.parametrize(
+    ("body", "parts"),
+    [
+        (minimal().replace('"1"', "0x" + "f" * 3600), ["s.yaml: invalid YAML at line 2: an integer of 14400 bits"]),
+        (minimal("generation: {top_k: 0x" + "f" * 3600 + "}\n"), ["line 5: an integer of 14400 bits is beyond any"]),
+        (minimal().replace("name: s", 'name: "\\ud800"'), ["line 1: \\ud800 is a lone surrogate", "Remove that"]),
+    ],
+)  # fmt: skip
+def test_yaml_values_no_setting_can_hold(tmp_path: Path, body: str, parts: list[str]) -> None:
+    # Were ValueError (an integer over 4300 digits cannot be printed) and, for the lone
+    # surrogate, a Suite whose name could not be stored or printed.
+    expect_error(write_suite(tmp_path, body, ROWS), *parts)
+
+
+@pytest.mark.parametrize(
+    ("row", "part"),
+    [
+        ('{"prompt": "\\ud800"}', "row 1: the prompt in column 'prompt' holds \\ud800, a lone surrogate"),
+        ('{"messages": [{"role": "user", "content": "x\\udfff"}]}', "row 1: message 1 holds \\udfff"),
+        ('{"prompt": "Hi.", "category": "\\udc80"}', "row 1: the category holds \\udc80"),
+        ("[" * 100_000, "line 1 is nested too deeply to read"),
+    ],
+)
+def test_json_lines_no_prompt_can_hold(tmp_path: Path, row: str, part: str) -> None:
+    # Were UnicodeEncodeError (hashing the prompt) and RecursionError.
+    (tmp_path / "p.jsonl").write_text(row + "\n", encoding="utf-8")
+    expect_error(tmp_path / "p.jsonl", f"p.jsonl: {part}")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "null",
+        "nullnull",  # not JSON: pyarrow crashed on it all the same
+        '\n null\n{"prompt": "Hi."}\n',  # JSON Lines in a .json file
+        '[null, {"prompt": "Hi."}]',  # datasets rewrites an array of objects as JSON Lines: null first
+        '[NaN, {"prompt": "Hi."}]',  # NaN becomes null there
+        '[0.0e99999, {"prompt": "Hi."}]',  # and so does this (ujson reads it as NaN)
+    ],
+)
+def test_json_file_whose_first_row_is_null(tmp_path: Path, content: str) -> None:
+    # pyarrow's JSON reader crashed the process on these (a segmentation fault).
+    (tmp_path / "p.json").write_text(content, encoding="utf-8")
+    expect_error(tmp_path / "p.json", "p.json: the first row is not a JSON object (it starts ", "Write the rows")
+    (tmp_path / "q.json").write_text('[{"prompt": "Hi."}, null]', encoding="utf-8")  # a later null is a row
+    expect_error(tmp_path / "q.json", "q.json: row 2: empty prompt")
+
+
 # -- robustness --------------------------------------------------------------------------------------
 
 FRAGMENTS = [

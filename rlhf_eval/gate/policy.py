@@ -172,20 +172,59 @@ def load_policy(path: str | Path) -> GatePolicy:
     import yaml
 
     file = Path(path)
-    if not file.is_file():
+    try:
+        found = file.is_file()
+    except OSError:  # a name the system refuses, e.g. too long
+        found = False
+    if not found:
         raise UserInputError(f"--policy {file}: no such file; pass a gate policy YAML (e.g. suites/gates/default.yaml)")
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserInputError(f"{file}: not UTF-8 text; save the policy as UTF-8 YAML") from None
+    except OSError as exc:
+        raise UserInputError(f"{file}: cannot read the policy ({exc.strerror}); check its permissions") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        problem = " ".join(str(getattr(exc, "problem", None) or "invalid YAML").split())
         raise UserInputError(f"{file}: not valid YAML{where} ({problem}); fix the syntax") from None
+    except RecursionError:
+        raise UserInputError(f"{file}: not valid YAML (nested too deeply); write the rules as a flat list") from None
+    except Exception as exc:  # a value YAML's own constructors refuse: a bad date, `!!int abc`, a huge number
+        problem = " ".join(str(exc).split())
+        raise UserInputError(f"{file}: not valid YAML ({problem}); fix the value it names") from None
+    check_values(data, str(file))
     return parse_policy(data, str(file))
+
+
+def check_values(data: Any, source: str) -> None:
+    """Refuse what YAML reads but no rule can use: an integer beyond any float (``0x...`` of any
+    length; Python cannot even print one of over 4300 digits) and text with a lone surrogate (the
+    escape ``"\\ud800"``; it cannot be printed as UTF-8). Aliases may share or nest values, so each
+    container is visited once."""
+    seen: set[int] = set()
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict | list | tuple | set):  # !!set, !!omap and !!pairs give the last two
+            if id(item) not in seen:
+                seen.add(id(item))
+                stack.extend([*item, *item.values()] if isinstance(item, dict) else item)
+        elif isinstance(item, int) and item.bit_length() > 1024:
+            raise UserInputError(
+                f"{source}: a number of {item.bit_length()} bits is beyond any float; write a smaller number"
+            )
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                escape = f"\\u{ord(item[exc.start]):04x}"
+                raise UserInputError(
+                    f"{source}: {escape} is a lone surrogate, not Unicode text; remove that escape"
+                ) from None
 
 
 def parse_policy(data: Any, source: str = "<policy>") -> GatePolicy:
@@ -209,7 +248,8 @@ def parse_policy(data: Any, source: str = "<policy>") -> GatePolicy:
     names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise UserInputError(f"{source}: rule names must be unique; {', '.join(duplicates)} appear more than once")
+        shown = ", ".join(" ".join(n.split()) for n in duplicates)  # a name may hold a line break
+        raise UserInputError(f"{source}: rule names must be unique; {shown} appear more than once")
     name = data.get("name", Path(source).stem)
     return GatePolicy(
         path=source,

@@ -230,3 +230,37 @@ def test_matrix_rejects_what_it_cannot_compute() -> None:
     with pytest.raises(ValueError, match="pool size"):
         best_of_n_matrix([[1.0, 2.0]], [[1.0, 2.0]], [3])
     assert best_of_n_matrix(np.empty((0, 4)), np.empty((0, 4)), [1, 4]).shape == (0, 2)
+
+
+# -- invariants over any pool --------------------------------------------------------------------
+
+# Pools of finite scores, ties likely (small integers) or not (floats).
+POOLS = st.lists(st.integers(-3, 3).map(float) | st.floats(-1e6, 1e6), min_size=1, max_size=40)
+
+
+@given(POOLS, st.data())
+@settings(max_examples=200, deadline=None)
+def test_weights_are_a_distribution_for_any_pool(proxy: list[float], data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, len(proxy)))
+    weights = bon_weights(proxy, n)
+    assert weights.shape == (len(proxy),) and np.all(weights >= 0)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12)
+    assert order_weights(len(proxy), n).sum() == pytest.approx(1.0, abs=1e-12)
+
+
+@given(st.integers(1, 5000), st.data())
+@settings(max_examples=100, deadline=None)
+def test_order_weights_sum_to_one_for_large_pools(pool: int, data: st.DataObject) -> None:
+    weights = order_weights(pool, data.draw(st.integers(1, pool)))
+    assert np.all(weights >= 0) and weights.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+@given(POOLS)
+@settings(max_examples=200, deadline=None)
+def test_best_of_n_proxy_never_falls_as_n_grows(proxy: list[float]) -> None:
+    # E_1 is the pool mean, E_N its maximum, and a larger subset's best is never worse.
+    means = [expected_best_of_n(proxy, proxy, n) for n in range(1, len(proxy) + 1)]
+    scale = 1e-12 * max(1.0, max(abs(p) for p in proxy))
+    assert means[0] == pytest.approx(float(np.mean(proxy)), abs=scale * len(proxy))
+    assert means[-1] == pytest.approx(max(proxy), abs=scale * len(proxy))
+    assert all(b >= a - scale * len(proxy) for a, b in zip(means, means[1:], strict=False))

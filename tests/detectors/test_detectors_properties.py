@@ -94,3 +94,24 @@ def test_repeated_ngram_count_never_grows_with_n(text: str) -> None:
         repeats_n = out[f"seq_rep_{n}"][0] * total_n
         repeats_m = out[f"seq_rep_{n - 1}"][0] * total_m
         assert repeats_n <= repeats_m + 1e-9
+
+
+BOUNDED_UNITS = {"flag", "count", "characters", "words", "fraction", "ratio"}
+
+
+def test_every_detector_has_its_bound_checked_here() -> None:
+    """A detector with a new unit needs its bound stated in this file."""
+    for name, det in REGISTRY.items():
+        assert det.unit in BOUNDED_UNITS, f"{name}: unit {det.unit!r} has no property here; add one and add the unit"
+
+
+@PROFILE
+@given(texts)
+def test_lengths_markdown_counts_and_compression_stay_in_their_bounds(text: str) -> None:
+    out = {name: v for name, (v,) in run_detectors([text]).items()}
+    assert out["length_chars"] == len(text) and out["length_words"] == len(text.split())
+    lines = text.count("\n") + 1  # "^" matches at the start and after each "\n"
+    assert out["md_headers"] <= lines and out["md_list_items"] <= lines
+    assert out["md_bold"] <= len(text) // 5  # a bold span takes 4 marker characters and at least 1 more
+    # Empty text scores 0; otherwise deflate never shrinks data more than 1032:1, zlib's framing aside.
+    assert (out["compression_ratio"] == 0.0) == (text == "") and out["compression_ratio"] < 1032

@@ -135,6 +135,33 @@ def test_file_errors(tmp_path: Path) -> None:
         load_policy(binary)
 
 
+HEAD = "version: 1\nrules:\n  - {name: r, metric: kl, "
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (HEAD + f"max: {'9' * 400}}}\n", "a number of 1329 bits is beyond any float; write a smaller number"),
+        (HEAD + f"test: paired, margin: {2**1100}}}\n", "a number of 1101 bits is beyond any float"),
+        ("version: 0x" + "f" * 3600 + "\n", "a number of 14400 bits"),
+        ("version: 1\nname: 2001-13-45\n", r"not valid YAML \(month must be in 1..12\); fix the value it names"),
+        ("version: !!int abc\n", r"not valid YAML \(invalid literal for int\(\)"),
+        ("[" * 500, r"not valid YAML \(nested too deeply\)"),
+        (HEAD + 'max: 1, description: "\\ud800"}\n', r"\\ud800 is a lone surrogate, not Unicode text"),
+        ('version: 1\nrules:\n  - {name: "a\\nb", metric: kl, max: 1}\n  - {name: "a\\nb", metric: kl, max: 2}\n',
+         "rule names must be unique; a b appear more than once"),
+    ],
+)  # fmt: skip
+def test_yaml_that_raised_other_exceptions(tmp_path: Path, body: str, message: str) -> None:
+    """Found with tests/test_fuzz_loaders.py: these raised OverflowError, ValueError or
+    RecursionError, or (two rules named "a\\nb") gave a message of two lines."""
+    path = tmp_path / "p.yaml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(UserInputError, match=message) as info:
+        load_policy(path)
+    assert str(info.value).startswith(f"{path}: ") and len(str(info.value).splitlines()) == 1
+
+
 # -- fuzzing: whatever YAML a user writes, the parser answers with a policy or one domain error --
 
 SCALARS = st.one_of(
