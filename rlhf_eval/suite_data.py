@@ -316,7 +316,30 @@ def _open_dataset(datasets: Any, source: PromptSource, cache: str) -> Any:
         return datasets.load_dataset(source.dataset, source.config, split=source.split)
     if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
         return _saved_split(datasets, folder, source)
+    _precheck_folder(folder)
     return datasets.load_dataset(str(folder), source.config, split=source.split, **local)
+
+
+def _precheck_folder(folder: Path) -> None:
+    """The JSON data files of a local dataset folder, checked as ``_check_first_row`` checks a
+    ``.json`` suite file, before ``datasets`` hands them to pyarrow (which crashes the process on
+    data that starts with null): a ``.jsonl`` file must start with an object, a ``.json`` file's
+    first row must be one. Only the first 64 KB of each file are read."""
+    for file in sorted(folder.rglob("*")):
+        suffix = file.suffix.lower()
+        if suffix not in (".json", ".jsonl") or not file.is_file() or file.name in ("dataset_info.json", "state.json"):
+            continue
+        with file.open("rb") as handle:
+            head = handle.read(65536).decode("utf-8", errors="replace")
+        if suffix == ".json":
+            _check_first_row(head, str(file))
+            continue
+        first = head.removeprefix("\ufeff").lstrip(" \t\r\n")
+        if first and not first.startswith("{"):
+            raise UserInputError(
+                f"{file}: the first line is not a JSON object (it starts {one_line(first, 24)!r}). "
+                'Write one object per line, e.g. {"prompt": "..."}.'
+            )
 
 
 def _saved_split(datasets: Any, folder: Path, source: PromptSource) -> Any:

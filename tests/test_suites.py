@@ -840,3 +840,24 @@ def test_json_lines_read_here_give_what_datasets_gives(tmp_path: Path, rows: lis
     array = tmp_path / "p.json"
     array.write_text(json.dumps(rows), encoding="utf-8")
     assert outcome(write_jsonl(tmp_path / "p.jsonl", rows)) == outcome(array)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("train.jsonl", 'null\n{"prompt": "x"}\n', "train.jsonl: the first line is not a JSON object (it starts 'null"),
+        ("train.json", '[null, {"prompt": "x"}]', "train.json: the first row is not a JSON object (it starts 'null"),
+        ("train.json", "null", "train.json: the first row is not a JSON object (it starts 'null"),
+    ],
+)
+def test_a_dataset_folder_whose_json_data_starts_with_null_is_refused_before_pyarrow_reads_it(
+    tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    # pyarrow's JSON reader ends the whole process with a segmentation fault on such data
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / name).write_text(content)
+    suite = tmp_path / "s.yaml"
+    suite.write_text('name: s\nversion: "1"\nsource:\n  dataset: ./data\n')
+    with pytest.raises(UserInputError) as error:
+        load_suite(suite)
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -485,6 +485,10 @@ def _parse_label(line: str, where: str) -> PairwiseLabel:
         raise UserInputError(
             f"{where}: not valid JSON ({_one_line(str(exc))}). Write one JSON object per line, e.g. {_LABEL_EXAMPLE}."
         ) from exc
+    except RecursionError as exc:
+        raise UserInputError(
+            f"{where}: nested too deeply to read. Write one flat JSON object per line, e.g. {_LABEL_EXAMPLE}."
+        ) from exc
     if not isinstance(row, dict):
         raise UserInputError(
             f"{where}: {_show(row)} is not a JSON object. Write one object per line, e.g. {_LABEL_EXAMPLE}."

@@ -264,6 +264,7 @@ def changed(**changes: object) -> str:
         (changed(winner="x"), ["winner 'x' is not 'a', 'b' or 'tie'", "'ckpt-1' or 'ref'"]),
         (changed(winner=DROP), ["missing key 'winner'", "Give every line prompt_id, a, b and winner"]),
         (GOOD[:-1], ["not valid JSON", "one JSON object per line"]),
+        ("[" * 100_000 + "]" * 100_000, ["nested too deeply to read", "one flat JSON object per line"]),
         ('["p1", "ckpt-1", "ref", "a"]', ["is not a JSON object"]),
         (changed(a="ref", winner="tie"), ["a and b are both 'ref'", "two different"]),
         (changed(a=3), ["a is 3 (int)", "label as a string"]),
