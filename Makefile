@@ -40,8 +40,8 @@ browser:
 test: install browser
 	RLHF_EVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m "not slow"
 
-test-slow: install
-	$(PY) -m pytest -q -m slow
+test-slow: install browser
+	RLHF_EVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m slow
 
 # Benchmarks print their figures side by side with the targets (docs/performance.md); never part of `make test`.
 # About 30 minutes on 2 CPU cores; `make bench BENCH_FLAGS=--quick` for a smoke run of each. bench/gpu.sh runs
