@@ -332,7 +332,9 @@ def test_a_full_disk_fails_clearly_keeps_every_stored_row_and_resumes(
     spec = {
         "mount": str(small),
         "db": str(uninterrupted[0]),
-        "free": [0, 64 * 1024, 256 * 1024],  # the evaluation's shards, or the analysis after it, fail
+        # too little room for the evaluation's first shard; with more room left, shards deleted after
+        # each flush free it again and whether any write fails at all varies from run to run
+        "free": [0, 16 * 1024],
         "workload": {**{k: str(v) for k, v in vars(workload).items()}, "policy": str(gpt2_variant_b)},
     }
     tests = Path(__file__).parent
