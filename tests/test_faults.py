@@ -426,10 +426,16 @@ def test_a_second_writer_fails_clearly_while_the_first_finishes_untouched(
         deadline = time.monotonic() + 300
         while not (lock.exists() and lock.read_text().strip() == str(first.pid)) and time.monotonic() < deadline:
             time.sleep(0.05)  # the first holds the writer lock once its pid is in the lock file
-        second = subprocess.run(workload.command(db), env=env(), capture_output=True, text=True, timeout=300)
-        still_running = first.poll() is None
+        # Stopped (not killed) while the second tries: on a fast machine the first could otherwise
+        # finish before the second has imported torch, and the test would prove nothing.
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            still_running = first.poll() is None
+            second = subprocess.run(workload.command(db), env=env(), capture_output=True, text=True, timeout=300)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         _, first_err = first.communicate(timeout=600)
-    assert still_running, "the first writer finished before the second started; the test proves nothing"
+    assert still_running, "the first writer finished before it took the lock; the test proves nothing"
     assert second.returncode == 2, second.stderr
     assert second.stderr.strip() == (
         f"error: {db}: another evaluation (pid {first.pid}) is writing to this database; wait for it to finish, "
