@@ -10,9 +10,12 @@ between the COMMIT and the deletion of the ingested shards. Two environment vari
   writing;
 - ``RLHF_EVAL_KILL_AT=N`` makes the process SIGKILL itself when it reaches its N-th site
   (counting from 1, in the order of the trace): no ``finally`` block, no flush, no atexit
-  handler runs, as when the machine or the OOM killer stops it.
+  handler runs, as when the machine or the OOM killer stops it. ``RLHF_EVAL_KILL_AT=SITE`` (a
+  site's name) picks the first time that site is reached;
+- ``RLHF_EVAL_KILL_SIGNAL=STOP`` sends SIGSTOP instead: the process halts at that point until
+  a test has changed the world around it (filled the disk, say) and sends SIGCONT.
 
-With neither set, ``reach`` returns at once: both are read once, at import.
+With none set, ``reach`` returns at once: all are read once, at import.
 """
 
 from __future__ import annotations
@@ -22,20 +25,26 @@ import signal
 
 TRACE_ENV = "RLHF_EVAL_FAULT_TRACE"
 KILL_ENV = "RLHF_EVAL_KILL_AT"
+SIGNAL_ENV = "RLHF_EVAL_KILL_SIGNAL"
 
 _trace_path = os.environ.get(TRACE_ENV) or None
-_kill_at = int(os.environ.get(KILL_ENV) or 0)
+_kill_spec = os.environ.get(KILL_ENV) or ""
+_kill_at = int(_kill_spec) if _kill_spec.isdigit() else 0
+_kill_site = "" if _kill_spec.isdigit() else _kill_spec
+_signal = signal.SIGSTOP if os.environ.get(SIGNAL_ENV, "").upper() in ("STOP", "SIGSTOP") else signal.SIGKILL
 _reached = 0
 
 
 def reach(site: str) -> None:
-    """Record that the process reached ``site``; die here if this is the chosen point."""
+    """Record that the process reached ``site``; die (or stop) here if this is the chosen point."""
     global _reached
-    if _trace_path is None and not _kill_at:
+    global _kill_site
+    if _trace_path is None and not _kill_at and not _kill_site:
         return
     _reached += 1
     if _trace_path is not None:
         with open(_trace_path, "a", encoding="utf-8") as trace:
             trace.write(site + "\n")
-    if _reached == _kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _reached == _kill_at or site == _kill_site:
+        _kill_site = ""  # a stopped process that is continued goes on past later visits
+        os.kill(os.getpid(), _signal)

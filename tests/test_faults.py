@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rlhf_eval.faults import KILL_ENV, TRACE_ENV
+from rlhf_eval.faults import KILL_ENV, SIGNAL_ENV, TRACE_ENV
 from rlhf_eval.integrity import check
 
 KILL_TRIALS = 20
@@ -97,7 +97,7 @@ class Workload:
 
 
 def env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k not in (KILL_ENV, TRACE_ENV)}
+    base = {k: v for k, v in os.environ.items() if k not in (KILL_ENV, TRACE_ENV, SIGNAL_ENV)}
     return {**base, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
@@ -200,6 +200,29 @@ def test_kill_points_are_spread_over_every_kind_of_site() -> None:
     assert kill_points(trace, 100, seed=0) == list(range(1, len(trace) + 1))
 
 
+#: A process that reaches sites a, b, b in turn.
+THREE_SITES = "from rlhf_eval.faults import reach\nreach('a'); reach('b'); reach('b')"
+
+
+def test_a_site_name_picks_its_first_visit_and_stop_halts_until_continued(tmp_path: Path) -> None:
+    import time
+
+    trace = tmp_path / "trace"
+    killed = subprocess.run([sys.executable, "-c", THREE_SITES], env=env(**{KILL_ENV: "b", TRACE_ENV: str(trace)}))
+    assert killed.returncode == -signal.SIGKILL and trace.read_text().split() == ["a", "b"]
+    trace.unlink()
+    halted = subprocess.Popen([sys.executable, "-c", THREE_SITES],
+                              env=env(**{KILL_ENV: "b", SIGNAL_ENV: "STOP", TRACE_ENV: str(trace)}))  # fmt: skip
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{halted.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert halted.poll() is None and time.monotonic() < deadline, "the process never halted"
+        time.sleep(0.02)
+    assert trace.read_text().split() == ["a", "b"]  # halted at the first b
+    os.kill(halted.pid, signal.SIGCONT)
+    assert halted.wait(timeout=60) == 0  # continued, it goes past the second b
+    assert trace.read_text().split() == ["a", "b", "b"]
+
+
 @dataclass
 class Trial:
     point: int
@@ -258,43 +281,66 @@ def test_sigkill_at_20_points_then_resume_gives_the_uninterrupted_rows(
 # -- a full disk --------------------------------------------------------------------------------
 
 #: Runs inside a private mount namespace (``unshare``): mounts a small tmpfs, copies a finished
-#: database onto it, fills the file system to leave ``free`` bytes, runs an evaluation that needs
-#: more room (a second policy), records what it did, checks the database, frees the room, resumes.
+#: database onto it, fills the file system to leave ``free`` bytes (before the evaluation starts,
+#: or while it is halted at a fault site), runs an evaluation that needs more room (a second
+#: policy), records what it did, checks the database, frees the room, resumes.
 DISK_FULL = r"""
-import json, os, shutil, subprocess, sys
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from test_faults import Workload, dump, reader_running, env
+from rlhf_eval.faults import KILL_ENV, SIGNAL_ENV
 from rlhf_eval.integrity import check
 spec, out = json.loads(sys.argv[2]), Path(sys.argv[3])
 small = Path(spec["mount"])
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(small)], check=True)
 workload = Workload(**{k: (Path(v) if k != "gold" else v) for k, v in spec["workload"].items()})
+filler = small / "filler"
+
+def fill(free):
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    os.truncate(filler, max(0, filler.stat().st_size - free))
+
+def stopped(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return fields[0] == "T"
+
 results = []
 with reader_running(small) as reads:
-    for free in spec["free"]:
-        db = small / f"full-{free}.duckdb"
+    for case in spec["cases"]:
+        free, site = case["free"], case["site"]
+        db = small / f"full-{free}-{site or 'start'}.duckdb"
         shutil.copy(spec["db"], db)
         before = dump(db)
-        filler = small / "filler"
-        with open(filler, "wb") as handle:
-            try:
-                while True:
-                    handle.write(b"\0" * 65536)
-                    handle.flush()
-            except OSError:
-                pass
-        os.truncate(filler, max(0, filler.stat().st_size - free))
-        run = subprocess.run(workload.command(db, "--run", "second"), env=env(), capture_output=True, text=True,
-                             timeout=300)
+        command = workload.command(db, "--run", "second")
+        if site is None:  # the disk is full before the evaluation starts
+            fill(free)
+            run = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
+            rc, stderr, reached = run.returncode, run.stderr, None
+        else:  # the evaluation halts at `site`, the disk fills, the evaluation goes on
+            proc = subprocess.Popen(command, env={**env(), KILL_ENV: site, SIGNAL_ENV: "STOP"},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and not stopped(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            reached = proc.poll() is None and stopped(proc.pid)
+            fill(free)
+            os.kill(proc.pid, signal.SIGCONT)
+            _, stderr = proc.communicate(timeout=300)
+            rc = proc.returncode
         after_fail = dump(db)
         problems = check(db).problems
         filler.unlink()
-        resumed = subprocess.run(workload.command(db, "--run", "second"), env=env(), capture_output=True, text=True,
-                                 timeout=300)
+        resumed = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
         final = dump(db)
         results.append({
-            "free": free, "rc": run.returncode, "stderr": run.stderr,
+            "free": free, "site": site, "reached": reached, "rc": rc, "stderr": stderr, "db": str(db),
             "kept": all(row in after_fail[t] for t in before for row in before[t]),
             "problems_after_fail": problems, "resumed_rc": resumed.returncode, "resumed_stderr": resumed.stderr[-2000:],
             "problems_after_resume": check(db).problems,
@@ -332,9 +378,14 @@ def test_a_full_disk_fails_clearly_keeps_every_stored_row_and_resumes(
     spec = {
         "mount": str(small),
         "db": str(uninterrupted[0]),
-        # too little room for the evaluation's first shard; with more room left, shards deleted after
-        # each flush free it again and whether any write fails at all varies from run to run
-        "free": [0, 16 * 1024],
+        "cases": [
+            # too little room for the evaluation's first shard; with more room left, shards deleted
+            # after each flush free it again and whether any write fails at all varies from run to run
+            {"free": 0, "site": None},
+            {"free": 16 * 1024, "site": None},
+            # the shards are staged, the flush has inserted them: DuckDB's own COMMIT meets the full disk
+            {"free": 0, "site": "flush.inserted"},
+        ],
         "workload": {**{k: str(v) for k, v in vars(workload).items()}, "policy": str(gpt2_variant_b)},
     }
     tests = Path(__file__).parent
@@ -343,13 +394,15 @@ def test_a_full_disk_fails_clearly_keeps_every_stored_row_and_resumes(
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     for result in report["results"]:
-        print(f"\n{result['free']} bytes free: exit {result['rc']}: {result['stderr'].strip()}")
+        print(f"\n{result['free']} bytes free at {result['site'] or 'the start'}: exit {result['rc']}: "
+              f"{result['stderr'].strip()}")  # fmt: skip
+        assert result["reached"] is not False, "the evaluation never halted at its fault site"
         assert result["rc"] == 2, result
         # the last line says what failed; lines before it report work that was stored before the
         # disk filled up (the evaluation's summary, when only its analysis could not be written)
         *_, line = result["stderr"].strip().splitlines()
         assert "Traceback" not in result["stderr"] and result["stderr"].count("error: ") == 1, result["stderr"]
-        assert line.startswith(f"error: {small}/full-{result['free']}.duckdb"), line
+        assert line.startswith(f"error: {result['db']}"), line
         assert "No space left on device" in line and "rerun" in line, line  # the cause and the fix
         assert result["kept"], "a row stored before the disk filled up is gone"
         assert result["problems_after_fail"] == []
