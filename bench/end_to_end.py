@@ -6,6 +6,7 @@ models built offline in a temporary folder:
     .venv/bin/python bench/end_to_end.py --quick    # 6 prompts x 2 samples x 16 new tokens (~1.5 min)
     .venv/bin/python bench/end_to_end.py --json     # the figures as JSON on stdout
     .venv/bin/python bench/end_to_end.py --prompts 64 --samples 8 --max-new-tokens 64 --threads 2
+    .venv/bin/python bench/end_to_end.py --device cuda --hidden 1024 --layers 12   # bench/gpu.sh
 
 **Models** (``rlhf_eval.tiny``, nothing downloaded). A word-level tokenizer over a vocabulary of
 ``--vocab`` made-up words; a random-init GPT-2 reference (``--hidden``, ``--layers``; about 12M
@@ -105,6 +106,9 @@ import torch  # noqa: E402
 
 TARGET_SPEEDUP = 5.0
 TARGET_CACHED = 100.0
+#: Where every path runs its models (``--device``); the harness is pinned to it through
+#: CUDA_VISIBLE_DEVICES on a CPU run.
+DEVICE = "cpu"
 DEFAULT_SIZE = (32, 4, 48)  # prompts, samples per prompt, max_new_tokens
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
@@ -257,7 +261,7 @@ def naive_logprob_sums(
     """One policy forward and one reference forward over prompt + response (no batching, no
     padding); the sums of the response tokens' log-probs under each. ``warpers`` (a
     LogitsProcessorList or None) processes the policy's logits, as sampling did."""
-    ids = torch.tensor([prompt_ids + response_ids])
+    ids = torch.tensor([prompt_ids + response_ids], device=policy.device)
     targets = ids[0, len(prompt_ids) :]
     start = len(prompt_ids) - 1
     with torch.no_grad():
@@ -293,9 +297,10 @@ def naive_pipelines(world: World) -> tuple[Any, Any, Any]:
     """The reference LM and the two reward pipelines (loaded once, outside the checkpoint loop)."""
     from transformers import AutoModelForCausalLM, pipeline
 
-    reference = AutoModelForCausalLM.from_pretrained(str(world.ref)).eval()
-    proxy = pipeline("text-classification", model=str(world.proxy), device="cpu")
-    gold = pipeline("text-classification", model=str(world.gold), device="cpu")
+    reference: Any = AutoModelForCausalLM.from_pretrained(str(world.ref))
+    reference = reference.to(DEVICE).eval()
+    proxy = pipeline("text-classification", model=str(world.proxy), device=DEVICE)
+    gold = pipeline("text-classification", model=str(world.gold), device=DEVICE)
     return reference, proxy, gold
 
 
@@ -332,7 +337,7 @@ def run_naive(world: World, sizes: Sizes, db: Path) -> dict[str, Any]:
         charge("load")
         models = [("reference", world.ref), *((p.name, p) for p in world.checkpoints)]
         for name, path in models:
-            generator: Any = pipeline("text-generation", model=str(path), device="cpu")
+            generator: Any = pipeline("text-generation", model=str(path), device=DEVICE)
             tokenizer: Any = generator.tokenizer
             policy = generator.model
             eos = int(tokenizer.eos_token_id)
@@ -389,9 +394,10 @@ def run_naive(world: World, sizes: Sizes, db: Path) -> dict[str, Any]:
 def cli_command(world: World, db: Path) -> list[str]:
     """``rlhf-eval eval`` as a user types it (the venv's entry point)."""
     exe = Path(sys.executable).with_name("rlhf-eval")
-    program = str(exe) if exe.is_file() else (shutil.which("rlhf-eval") or "rlhf-eval")
+    found = str(exe) if exe.is_file() else shutil.which("rlhf-eval")
+    program = [found] if found else [sys.executable, "-m", "rlhf_eval"]  # the project on PYTHONPATH only
     return [
-        program, "eval", str(world.run), "--ref", str(world.ref), "--suite", str(world.suite),
+        *program, "eval", str(world.run), "--ref", str(world.ref), "--suite", str(world.suite),
         "--proxy", str(world.proxy), "--gold", str(world.gold), "--db", str(db),
         "--method", "ppo", "--no-progress", "--no-analysis",
     ]  # fmt: skip
@@ -587,7 +593,8 @@ def check_correctness(world: World, sizes: Sizes, db: Path, count: int) -> dict[
         same_prompt_ids = True
         for row in rows:
             if row["path"] not in policies:
-                policies[row["path"]] = AutoModelForCausalLM.from_pretrained(row["path"]).eval()
+                policy: Any = AutoModelForCausalLM.from_pretrained(row["path"])
+                policies[row["path"]] = policy.to(DEVICE).eval()
             prompt_ids = tokenizer(row["prompt"])["input_ids"]
             same_prompt_ids &= list(prompt_ids) == list(row["prompt_ids"])
             lp, lq = naive_logprob_sums(
@@ -676,6 +683,7 @@ def machine() -> dict[str, Any]:
         "cpu": model,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -706,8 +714,16 @@ def main() -> None:
     parser.add_argument("--workdir", help="build the models and databases here and keep them (default: a temp dir)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every path (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every path runs its models")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cpu":
+        # the harness picks CUDA when it sees one; hidden here, every path runs on the same device
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -805,7 +821,10 @@ def main() -> None:
 def print_report(result: dict[str, Any]) -> None:
     """The tables: timings, correctness, targets."""
     m, s, t = result["machine"], result["sizes"], result["seconds"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} on {m['torch_threads']} threads; {m['date']}")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} on {m['torch_threads']} threads; "
+        f"models on {m['device']}; {m['date']}"
+    )
     p = s["parameters"]
     print(
         f"models: 5 GPT-2 policies (reference + 4 checkpoints) of {p['policy'] / 1e6:.1f}M parameters "

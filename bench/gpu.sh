@@ -10,12 +10,15 @@
 #    32,000) as the reference, a perturbed copy as the policy and a Llama reward model of the
 #    same size, all bf16 safetensors in a temporary folder (bench/scoring_flops.py --save-models);
 # 3. bench/scoring_flops.py on them: the KL path (plan_kl_batches + estimate_kl) against the bf16
-#    torch.mm peak on cuda, then the same in fp32 (the evaluator loads models in fp32 today);
+#    torch.mm peak on cuda, again with torch's own SDPA kernel order (cuDNN attention allowed:
+#    the path before rlhf_eval/attention.py), then in fp32 (the evaluator loads models in fp32
+#    today); GPU_BENCH_SCORING="bfloat16:planless ..." picks the variants;
 # 4. a timed end-to-end `rlhf-eval eval` of that policy (generation, KL, the 1B reward model) on
 #    64 prompts x 4 samples, with its peak host RSS;
+#    then bench/end_to_end.py --device cuda: the naive stack and rlhf-eval on the same GPU;
 # 5. the vLLM generation backend if installed and if `rlhf-eval eval` has a backend option
 #    (it has none today: skipped, with a message);
-# 6. bench/memory.py --quick if time is left;
+# 6. bench/memory.py --quick if time is left (GPU_BENCH_MEMORY=0 skips it);
 # then prints a short summary. Every step runs under `timeout` against one overall deadline.
 #
 # A dry run of the script's logic on a CPU, at tiny scale (a few minutes here):
@@ -59,17 +62,20 @@ else
   echo "dry run on $DEVICE (no GPU), scale $SCALE" | tee "$OUT/nvidia-smi.txt"
 fi
 
-PY=.venv/bin/python
+# The project's venv when there is one; else the machine's python3 with the project on
+# PYTHONPATH (a GPU machine with torch and transformers but no venv; duckdb must be importable).
+PY=${GPU_BENCH_PYTHON:-.venv/bin/python}
 if [[ ! -x $PY ]]; then
-  note "no .venv: creating one on the system's packages"
-  python3 -m venv --system-site-packages .venv || exit 2
-  .venv/bin/pip install --quiet --no-deps --no-build-isolation -e . || exit 2
+  PY=$(command -v python3)
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  note "no .venv: using $PY with the project on PYTHONPATH"
 fi
-if ! "$PY" -c "import sys, torch, transformers, rlhf_eval; assert sys.argv[1] != 'cuda' or torch.cuda.is_available(), 'torch sees no GPU'" "$DEVICE"; then
-  echo "the venv cannot import torch/transformers/rlhf_eval with CUDA: install the project into .venv first" >&2
+if ! "$PY" -c "import sys, torch, transformers, duckdb, rlhf_eval; assert sys.argv[1] != 'cuda' or torch.cuda.is_available(), 'torch sees no GPU'" "$DEVICE"; then
+  echo "$PY cannot import torch/transformers/duckdb/rlhf_eval with CUDA: install the project (pip install -e .) first" >&2
   exit 2
 fi
-CLI=.venv/bin/rlhf-eval
+"$PY" -c "import torch, transformers, duckdb; print(f'torch {torch.__version__}, transformers {transformers.__version__}, duckdb {duckdb.__version__}')" | tee -a "$OUT/nvidia-smi.txt"
+CLI=("$PY" -m rlhf_eval)
 
 # -- 2. models ---------------------------------------------------------------------------------
 note "building the $SCALE reference, policy and reward model (bf16, on $DEVICE) ..."
@@ -84,15 +90,17 @@ du -sh "$WORK"/ref "$WORK"/run/policy "$WORK"/rm >&2
 # -- 3. KL scoring against the matmul peak -----------------------------------------------------
 SAMPLES=2048
 [[ $DEVICE == cuda ]] || SAMPLES=64
-for dtype in bfloat16 float32; do
-  note "scoring_flops: $SCALE policy + reference, $DEVICE $dtype ..."
-  if step 120 "$PY" bench/scoring_flops.py --device "$DEVICE" --dtype "$dtype" --samples "$SAMPLES" \
-    --policy-dir "$WORK/run/policy" --ref-dir "$WORK/ref" --json >"$OUT/scoring_$dtype.json" 2>"$OUT/scoring_$dtype.log"; then
-    SUMMARY+=("$("$PY" - "$OUT/scoring_$dtype.json" <<'EOF'
+# dtype:attention; torch-default lets SDPA use cuDNN (a plan per new shape), as before rlhf_eval/attention.py
+for variant in ${GPU_BENCH_SCORING:-bfloat16:planless bfloat16:torch-default float32:planless}; do
+  dtype=${variant%%:*} attention=${variant#*:} name=scoring_${variant/:/_}
+  note "scoring_flops: $SCALE policy + reference, $DEVICE $dtype, attention $attention ..."
+  if step 120 "$PY" bench/scoring_flops.py --device "$DEVICE" --dtype "$dtype" --samples "$SAMPLES" --attention "$attention" \
+    --policy-dir "$WORK/run/policy" --ref-dir "$WORK/ref" --json >"$OUT/$name.json" 2>"$OUT/$name.log"; then
+    SUMMARY+=("$("$PY" - "$OUT/$name.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 s, rt, t, p = r["seconds"], r["rates"], r["targets"], r["padding"]
-print(f"scoring {r['machine']['dtype']}: {r['model']['parameters'] / 1e9:.2f}B params, {r['workload']['real_tokens']} tokens; "
+print(f"scoring {r['machine']['dtype']}, attention {r['machine']['attention']}: {r['model']['parameters'] / 1e9:.2f}B params, {r['workload']['real_tokens']} tokens; "
       f"path {s['planned_path']:.2f} s (forwards {s['forwards_alone']:.2f}, KL math {s['kl_math']:.2f}, "
       f"before the kl.py change {s['kl_math_before']:.2f}); naive batching {s['naive_path'] / s['planned_path']:.2f}x; "
       f"peak {rt['peak'] / 1e12:.0f} TFLOP/s; utilisation {t['utilisation_convention']['value']:.0%} (2NT), "
@@ -103,8 +111,8 @@ print(f"scoring {r['machine']['dtype']}: {r['model']['parameters'] / 1e9:.2f}B p
 EOF
 )")
   else
-    SUMMARY+=("scoring $dtype: failed or timed out (see $OUT/scoring_$dtype.log)")
-    tail -5 "$OUT/scoring_$dtype.log" >&2
+    SUMMARY+=("scoring $variant: failed or timed out (see $OUT/$name.log)")
+    tail -5 "$OUT/$name.log" >&2
   fi
 done
 
@@ -113,7 +121,7 @@ note "rlhf-eval eval: $SCALE policy vs reference, $SCALE reward model, 64 prompt
 TIMER=()
 [[ -x /usr/bin/time ]] && TIMER=(/usr/bin/time -v -o "$OUT/eval_time.txt")
 started=$SECONDS
-if step 150 "${TIMER[@]}" "$CLI" eval "$WORK/run/policy" --run gpu --ref "$WORK/ref" --suite "$WORK/prompts.jsonl" \
+if step 150 "${TIMER[@]}" "${CLI[@]}" eval "$WORK/run/policy" --run gpu --ref "$WORK/ref" --suite "$WORK/prompts.jsonl" \
   --proxy "$WORK/rm" --gold "$WORK/gold.py:score" --samples 4 --max-new-tokens 64 --db "$WORK/gpu.duckdb" \
   --no-progress --no-analysis >"$OUT/eval.log" 2>&1; then
   rss=$(awk -F': ' '/Maximum resident/ {printf "%.0f MB", $2 / 1024}' "$OUT/eval_time.txt" 2>/dev/null)
@@ -123,9 +131,33 @@ else
   tail -5 "$OUT/eval.log" >&2
 fi
 
+# -- 4b. end to end against the naive stack, both on the GPU -------------------------------------
+# GPT-2 policies of ~85M parameters (5 models: reference + 4 checkpoints), two RMs; the same
+# samples re-scored by the naive code to check that KL and rewards agree.
+E2E_ARGS=(--device "$DEVICE" --prompts 16 --samples 4 --max-new-tokens 48 --hidden 768 --layers 12 --heads 12
+  --rm-hidden 512 --rm-layers 8 --rm-heads 8 --threads 0 --check 32)
+[[ $SCALE == tiny ]] && E2E_ARGS=(--device "$DEVICE" --quick)
+note "end_to_end.py ${E2E_ARGS[*]} ..."
+if step 170 "$PY" bench/end_to_end.py "${E2E_ARGS[@]}" --json >"$OUT/end_to_end.json" 2>"$OUT/end_to_end.log"; then
+  SUMMARY+=("$("$PY" - "$OUT/end_to_end.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, t, c, z = r["seconds"], r["targets"], r["correctness"], r["sizes"]
+print(f"end to end on {r['machine']['device']}: {z['samples_total']} samples of {z['parameters']['policy'] / 1e6:.0f}M-parameter "
+      f"policies; naive {s['naive']:.1f} s, rlhf-eval eval {s['rlhf_eval_cli_first']:.1f} s (command) / "
+      f"{s['rlhf_eval_inprocess_first']:.1f} s (in process): {t['speedup_over_naive']['value']:.1f}x / "
+      f"{t['speedup_over_naive']['inprocess']:.1f}x (target 5x {'met' if t['speedup_over_naive']['met'] else 'NOT met'}); "
+      f"cached rerun {t['cached_rerun_cli']['value']:.0f}x; KL and rewards agree: {c['agree']}")
+EOF
+)")
+else
+  SUMMARY+=("end to end: failed or timed out (see $OUT/end_to_end.log)")
+  tail -5 "$OUT/end_to_end.log" >&2
+fi
+
 # -- 5. vLLM -----------------------------------------------------------------------------------
 if "$PY" -c "import vllm" >/dev/null 2>&1; then
-  if "$CLI" eval --help 2>/dev/null | grep -qi -- "--backend"; then
+  if "${CLI[@]}" eval --help 2>/dev/null | grep -qi -- "--backend"; then
     SUMMARY+=("vLLM installed and a --backend option exists: not wired into this script yet: skipped")
   else
     SUMMARY+=("vLLM installed, but rlhf-eval eval has no generation-backend option: skipped")
@@ -135,7 +167,9 @@ else
 fi
 
 # -- 6. memory (tiny models; the host RSS with CUDA in the process) ------------------------------
-if ((DEADLINE - SECONDS > 100)); then
+if [[ ${GPU_BENCH_MEMORY:-1} == 0 ]]; then
+  SUMMARY+=("memory --quick: skipped (GPU_BENCH_MEMORY=0)")
+elif ((DEADLINE - SECONDS > 100)); then
   note "memory.py --quick ..."
   if step 90 "$PY" bench/memory.py --quick >"$OUT/memory.txt" 2>"$OUT/memory.log"; then
     SUMMARY+=("memory --quick: $(grep -E '^\| (peak RSS beyond|does not grow)' "$OUT/memory.txt" | tr '\n' ' ')")

@@ -71,7 +71,10 @@ ENV = {
 os.environ.update(ENV)
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = Path(sys.executable).parent / "rlhf-eval"
+# The console script beside this interpreter; ``python -m rlhf_eval`` where there is none (a
+# machine with the project on PYTHONPATH, as bench/gpu.sh runs it).
+_SCRIPT = Path(sys.executable).parent / "rlhf-eval"
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "rlhf_eval"]
 SAMPLES_PER_PROMPT = 10
 MODELS = 2  # the reference and one policy
 MAX_NEW_TOKENS = 8
@@ -156,7 +159,7 @@ def run_eval(fixture: dict[str, Path], work: Path, prompts: int, samples_per_pro
     )
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", wrapper, str(CLI), *eval_args(fixture, suite, db, samples_per_prompt)],
+        [sys.executable, "-c", wrapper, *CLI, *eval_args(fixture, suite, db, samples_per_prompt)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **ENV},

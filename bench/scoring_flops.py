@@ -66,6 +66,7 @@ Measures only; absolute times drift on a shared machine, so compare within one r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -88,6 +89,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import rlhf_eval.kl as kl_module  # noqa: E402
 from rlhf_eval.kl import KLItem, _response_logits, estimate_kl, kl_from_logits, plan_kl_batches  # noqa: E402
 from rlhf_eval.models import LoadOptions, as_tensor, load_causal_lm  # noqa: E402
 from rlhf_eval.pipeline import EvalConfig  # noqa: E402
@@ -285,6 +287,10 @@ def padding(batches: Sequence[Sequence[KLItem]]) -> dict[str, float]:
 # --------------------------------------------------------------------------- timing
 
 
+#: ``--attention``: which SDPA kernels the forwards may use (reported with the machine)
+ATTENTION = ["planless"]
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -327,8 +333,10 @@ def run_path(
 
 
 def both_forwards(policy: Any, ref: Any, ids: torch.Tensor, mask: torch.Tensor, width: int) -> tuple[Any, Any]:
-    """The two teacher-forced forwards of ``estimate_kl``: logits at the response positions."""
-    return _response_logits(policy, ids, mask, width), _response_logits(ref, ids, mask, width)
+    """The two teacher-forced forwards of ``estimate_kl``: logits at the response positions, under
+    the same attention kernels."""
+    with kl_module.planless_attention(ids.device):
+        return _response_logits(policy, ids, mask, width), _response_logits(ref, ids, mask, width)
 
 
 def batch_flops(batch: Sequence[KLItem], body: int, head: int) -> tuple[float, float]:
@@ -416,6 +424,7 @@ def machine(device: str, dtype: torch.dtype) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": device,
         "dtype": str(dtype).replace("torch.", ""),
+        "attention": ATTENTION[0],
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if device.startswith("cuda"):
@@ -443,8 +452,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timings of each peak matmul (best shown)")
     parser.add_argument("--save-models", default=None, metavar="DIR", help="only write eval-ready models, then exit")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--attention",
+        choices=("planless", "torch-default"),
+        default="planless",
+        help="SDPA kernels of the forwards: the evaluator's (no cuDNN plans, rlhf_eval.attention) or torch's own order",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    ATTENTION[0] = args.attention
+    if args.attention == "torch-default":  # the evaluator's path as it was before rlhf_eval.attention
+        kl_module.planless_attention = lambda device: contextlib.nullcontext()
     if args.large:
         args.scale = "large"
     if args.samples is None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from rlhf_eval import faults
+from rlhf_eval.attention import planless_attention
 from rlhf_eval.models import as_tensor
 from rlhf_eval.records import Prompt
 from rlhf_eval.sampling import SamplingParams, inverse_cdf_sample, processed_logprobs, uniforms
@@ -179,12 +180,16 @@ class TransformersBackend:
 
     @torch.inference_mode()
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GeneratedSample]:
+        with planless_attention(self.model.device):  # every step has a new key length
+            return self._generate(batch)
+
+    def _generate(self, batch: Sequence[GenerationRequest]) -> list[GeneratedSample]:
         device = self.model.device
         steps = self.params.max_new_tokens
         ids, mask = as_tensor([list(r.encoded.token_ids) for r in batch], self.pad_id, left=True)
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        draws = torch.stack([uniforms(r.seed, steps) for r in batch])
+        draws = torch.stack([uniforms(r.seed, steps) for r in batch]).to(device)  # indexed by `keep` below
         eos = torch.tensor(self.eos_ids, device=device)
         extra: dict[str, Any] = {"logits_to_keep": 1} if self.keeps_logits else {}
         if self.takes_positions:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from rlhf_eval.attention import planless_attention
 from rlhf_eval.batching import length_batches
 from rlhf_eval.models import as_tensor
 from rlhf_eval.sampling import SamplingParams, processed_logprobs
@@ -153,8 +154,9 @@ def estimate_kl(
     targets = ids[:, -width:]
     response_mask = torch.arange(width).unsqueeze(0) >= (width - lengths).unsqueeze(1)
     device = policy.device
-    policy_logits = _response_logits(policy, ids.to(device), mask.to(device), width)
-    ref_logits = _response_logits(reference, ids.to(reference.device), mask.to(reference.device), width)
+    with planless_attention(device):
+        policy_logits = _response_logits(policy, ids.to(device), mask.to(device), width)
+        ref_logits = _response_logits(reference, ids.to(reference.device), mask.to(reference.device), width)
     sums = kl_from_logits(policy_logits, ref_logits.to(device), targets.to(device), response_mask.to(device), params)
     return [
         KLEstimate(

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from rlhf_eval.attention import planless_attention
 from rlhf_eval.batching import length_batches
 from rlhf_eval.errors import UserInputError
 from rlhf_eval.fingerprint import FileStat, fingerprint_files, model_files
@@ -185,7 +186,7 @@ class RewardModelScorer:
         self.load()
         encoded = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
         results: list[float | None] = [None] * len(encoded)
-        with torch.inference_mode():
+        with torch.inference_mode(), planless_attention(self.model.device):
             for rows in length_batches([len(e) for e in encoded], self.token_budget):
                 ids, mask = as_tensor([encoded[i] for i in rows], int(self.tokenizer.pad_token_id), left=False)
                 logits = self.model(
