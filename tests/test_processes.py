@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from rlhf_eval.store import duplicate_keys
+
 WORDS = [
     "the",
     "cat",
@@ -150,6 +152,12 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_rows(
     final = subprocess.run(eval_command(killed, workload, gpt2_ref, policies, reward_model_dir), env=env(),
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert final.returncode == 0, final.stderr
+    for db in (killed, clean):  # every key once, in every table (the store keeps no key index for most)
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            assert duplicate_keys(con) == {}, db.name
+        finally:
+            con.close()
     resumed, uninterrupted = dump(killed), dump(clean)
     summary_resumed, summary_clean = resumed.pop("summary"), uninterrupted.pop("summary")
     assert resumed == uninterrupted  # every stored row, key and value, exactly
