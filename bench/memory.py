@@ -5,6 +5,7 @@ the same models:
     .venv/bin/python bench/memory.py                         # 1k .. 100k samples (about 9 min here)
     .venv/bin/python bench/memory.py --max-samples 10000     # 1k .. 10k (about 2 min)
     .venv/bin/python bench/memory.py --quick                 # 500 and 2k samples only (under a minute)
+    .venv/bin/python bench/memory.py --no-analysis           # evals without the analysis afterwards
     .venv/bin/python bench/memory.py --json                  # the figures as JSON on stdout
 
 **Setup** (a temporary folder, offline, ``rlhf_eval.tiny``): a word-level tokenizer of 63 tokens,
@@ -40,7 +41,9 @@ model's samples: bytes per sample, per line. **When the peak happens** (``--phas
 10,000): the eval and its analysis once more in this process without tracemalloc, VmRSS sampled
 every 20 ms and charged to the innermost phase running (``Evaluation.generate``, ``compute_kl``,
 ``compute_scores``, ``compute_features``, ``compute_ensembles``, ``summary``, ``Store.flush``, the
-analysis). Measures only; nothing in the pipeline is changed.
+analysis). ``--no-analysis`` runs every eval with ``--no-analysis`` (and the in-process run without
+it): the memory of the evaluator and the store alone. Measures only; nothing in the pipeline is
+changed.
 """
 
 from __future__ import annotations
@@ -125,11 +128,12 @@ def write_suite(path: Path, prompts: int) -> Path:
     return path
 
 
-def eval_args(fixture: dict[str, Path], suite: Path, db: Path, samples_per_prompt: int) -> list[str]:
+def eval_args(fixture: dict[str, Path], suite: Path, db: Path, samples_per_prompt: int, analysis: bool) -> list[str]:
     return [
         "eval", str(fixture["policy"]), "--run", "bench", "--ref", str(fixture["ref"]), "--suite", str(suite),
         "--proxy", str(fixture["rm"]), "--gold", f"{fixture['gold']}:score", "--samples", str(samples_per_prompt),
         "--max-new-tokens", str(MAX_NEW_TOKENS), "--db", str(db), "--no-progress",
+        *([] if analysis else ["--no-analysis"]),
     ]  # fmt: skip
 
 
@@ -144,7 +148,9 @@ def rss_of(pid: int) -> int | None:
     return None
 
 
-def run_eval(fixture: dict[str, Path], work: Path, prompts: int, samples_per_prompt: int) -> dict[str, Any]:
+def run_eval(
+    fixture: dict[str, Path], work: Path, prompts: int, samples_per_prompt: int, analysis: bool = True
+) -> dict[str, Any]:
     """One fresh ``rlhf-eval eval`` process: wall time, peak RSS, when it peaked, RSS at exit.
 
     The eval runs under a small Python wrapper that prints its child's ``ru_maxrss``
@@ -159,7 +165,7 @@ def run_eval(fixture: dict[str, Path], work: Path, prompts: int, samples_per_pro
     )
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", wrapper, *CLI, *eval_args(fixture, suite, db, samples_per_prompt)],
+        [sys.executable, "-c", wrapper, *CLI, *eval_args(fixture, suite, db, samples_per_prompt, analysis)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **ENV},
@@ -309,7 +315,7 @@ PHASES = (
 )  # fmt: skip
 
 
-def phases_in_process(fixture: dict[str, Path], work: Path, prompts: int) -> dict[str, Any]:
+def phases_in_process(fixture: dict[str, Path], work: Path, prompts: int, analysis: bool = True) -> dict[str, Any]:
     """The eval and its analysis in this process (no tracemalloc), VmRSS sampled every 20 ms by
     a thread; each sample is charged to the innermost phase running (an ``Evaluation`` stage, a
     ``Store.flush``, the analysis): the peak RSS of each phase."""
@@ -356,9 +362,10 @@ def phases_in_process(fixture: dict[str, Path], work: Path, prompts: int) -> dic
     sampler.start()
     try:
         result = pipeline.evaluate(config)
-        current.append("analysis")
-        analyze_database(db, list(result.runs), skip_unknown=True)
-        current.pop()
+        if analysis:
+            current.append("analysis")
+            analyze_database(db, list(result.runs), skip_unknown=True)
+            current.pop()
     finally:
         stop.set()
         sampler.join()
@@ -381,6 +388,12 @@ def main() -> None:
     parser.add_argument("--trace", type=int, default=2_000, help="samples of the tracemalloc run (0: none)")
     parser.add_argument("--phases", type=int, default=10_000, help="samples of the peak-by-phase run (0: none)")
     parser.add_argument("--quick", action="store_true", help="500 and 2,000 samples, no trace")
+    parser.add_argument(
+        "--no-analysis",
+        dest="analysis",
+        action="store_false",
+        help="evals with --no-analysis: what the evaluator and the store hold, without the analysis afterwards",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     per_prompt = SAMPLES_PER_PROMPT * MODELS
@@ -400,20 +413,20 @@ def main() -> None:
         work = Path(tmp)
         fixture = build_fixture(work / "models")
         log("baseline: 1 prompt x 1 sample ...")
-        baseline = run_eval(fixture, work, 1, 1)
+        baseline = run_eval(fixture, work, 1, 1, args.analysis)
         log(f"  peak {baseline['peak_rss'] / MB:.0f} MB, {baseline['wall_s']:.1f} s")
         runs = []
         for n in sizes:
             prompts = max(1, n // per_prompt)
             log(f"{prompts * per_prompt} samples ({prompts} prompts x {SAMPLES_PER_PROMPT} x {MODELS} models) ...")
-            run = run_eval(fixture, work, prompts, SAMPLES_PER_PROMPT)
+            run = run_eval(fixture, work, prompts, SAMPLES_PER_PROMPT, args.analysis)
             run["beyond_baseline"] = run["peak_rss"] - baseline["peak_rss"]
             runs.append(run)
             log(f"  peak {run['peak_rss'] / MB:.0f} MB (+{run['beyond_baseline'] / MB:.0f}), {run['wall_s']:.1f} s")
         phases = None
         if args.phases:
             log(f"peak RSS by phase, in process: {args.phases} samples ...")
-            phases = phases_in_process(fixture, work, max(1, args.phases // per_prompt))
+            phases = phases_in_process(fixture, work, max(1, args.phases // per_prompt), args.analysis)
         trace = None
         if args.trace:
             log(f"tracemalloc, in process: {args.trace} samples ...")
@@ -432,7 +445,12 @@ def main() -> None:
             "cores": os.cpu_count(),
             "load_average": os.getloadavg()[0],
         },
-        "setup": {"samples_per_prompt": SAMPLES_PER_PROMPT, "models": MODELS, "max_new_tokens": MAX_NEW_TOKENS},
+        "setup": {
+            "samples_per_prompt": SAMPLES_PER_PROMPT,
+            "models": MODELS,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "analysis": args.analysis,
+        },
         "baseline": baseline,
         "runs": runs,
         "fit": {
@@ -463,7 +481,8 @@ def report(r: dict[str, Any]) -> None:
     b, f, t = r["baseline"], r["fit"], r["targets"]
     print(f"machine: {r['machine']['cores']} cores, load average {r['machine']['load_average']:.1f}; "
           f"{r['machine']['date']}; tiny GPT-2 policy/reference/RM (hidden 16, 2 layers, 63 tokens), "
-          f"{SAMPLES_PER_PROMPT} samples per prompt, max_new_tokens {MAX_NEW_TOKENS}")  # fmt: skip
+          f"{SAMPLES_PER_PROMPT} samples per prompt, max_new_tokens {MAX_NEW_TOKENS}"
+          f"{'' if r['setup']['analysis'] else '; evals with --no-analysis'}")  # fmt: skip
     print(
         f"baseline eval (1 prompt x 1 sample, same models): peak RSS {b['peak_rss'] / MB:.0f} MB, {b['wall_s']:.1f} s"
     )

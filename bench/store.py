@@ -13,15 +13,20 @@ the evaluator's rows: a ``samples`` row (24-hex id, prompt and response token id
 ``kl`` row, two ``scores`` rows (proxy, gold) and one ``features`` row per registered detector.
 The same rows go into a fresh database each of these ways:
 
-1. evaluator: Python row dicts through ``Store.stage`` (dedupe, ``pa.Table.from_pylist``, one
-   Parquet shard per chunk, fsync, rename) in the evaluator's chunk sizes, then ``Store.flush``
-   (``INSERT OR IGNORE ... BY NAME`` of every shard): the write path ``pipeline.py`` uses; its
-   two halves are also shown alone (``stage``, ``flush``);
-2. store, Arrow shards: the same tables as Arrow, one shard per table, then ``Store.flush``;
-   ``Parquet shard only`` is its first half (what ingest would cost if readers read shards);
-3. raw ``INSERT OR IGNORE`` of the Arrow tables (what ``flush`` runs, without Parquet);
-4. raw plain ``INSERT`` into the same keyed tables (no conflict clause);
-5. raw ``INSERT`` into copies of the tables without primary keys (no index to maintain).
+1. evaluator: Python row dicts through ``Store.stage(..., fresh=True)`` (dedupe,
+   ``pa.Table.from_pylist``, one Parquet shard per chunk, fsync, rename) in the evaluator's
+   chunk sizes, then ``Store.flush`` (one ``INSERT`` per table of its shards concatenated): the
+   write path ``pipeline.py`` uses; its two halves are also shown alone (``stage``, ``flush``);
+2. the same rows staged without ``fresh``: the flush keeps one row per key across the shards
+   and checks them against the stored keys (an anti-join; into this empty database it measures
+   the within-flush work; what the check costs against a grown table is timed with the views);
+3. store, Arrow shards: the same tables as Arrow, one fresh shard per table, then
+   ``Store.flush``; ``Parquet shard only`` is its first half (what ingest would cost if readers
+   read shards);
+4. raw ``INSERT OR IGNORE`` of the Arrow tables into copies that hold the primary keys the
+   per-sample tables had before migration 0004 (what ``flush`` ran before it, without Parquet);
+5. raw plain ``INSERT`` into those keyed copies (no conflict clause);
+6. raw ``INSERT`` into the tables as they are (no key index to maintain).
 
 Rates are given per table and for a *complete sample* (all of its rows, 4 + one per detector).
 The target (the performance issue) is at least 1M sample rows per second; both readings are
@@ -46,8 +51,10 @@ with what they group or join on, time by operator kind, scans per table). Then w
 pays at that size: refreshing one checkpoint's aggregates and every checkpoint's (each rolled
 back), and one more checkpoint of 8,000 samples through ``stage`` and ``flush``: the flush of
 its rows (what every flush in the middle of an evaluation costs) and the flush of its refresh
-request (paid once, when the checkpoint is complete). Target: the
-whole view over 10M sample rows in under 200 ms.
+request (paid once, when the checkpoint is complete); then another checkpoint's rows staged
+without ``fresh``, whose flush checks them against the stored keys (what a write of rows not
+known to be new costs at that size). Target: the whole view over 10M sample rows in under
+200 ms.
 
 Measures only: the schema, the store and the views are as shipped. The machine is shared:
 absolute times drift; compare within one run.
@@ -78,7 +85,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rlhf_eval.detectors import REGISTRY
-from rlhf_eval.store import SCHEMA_VERSION, TABLES, Store
+from rlhf_eval.store import KEYS, SCHEMA_VERSION, TABLES, Store, shard_name
 
 TARGET_ROWS_PER_SECOND = 1_000_000
 TARGET_VIEW_SECONDS = 0.2
@@ -260,10 +267,11 @@ def metadata_tables(suite: Suite, checkpoints: list[tuple[str, str, int, str, st
     return {name: pa.Table.from_pylist(table_rows, schema=TABLES[name][1]) for name, table_rows in rows.items()}
 
 
-def stage_arrow(store: Store, table: str, data: pa.Table) -> None:
-    """One shard as ``Store.stage`` writes it (temporary name, fsync, rename), from Arrow columns."""
+def stage_arrow(store: Store, table: str, data: pa.Table, fresh: bool = True) -> None:
+    """One shard as ``Store.stage`` writes it (temporary name, fsync, rename), from Arrow columns;
+    fresh (new keys, as the evaluator stages its rows) unless said."""
     store.staging.mkdir(parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{table}.parquet"
+    name = shard_name(table, fresh=fresh)
     tmp = store.staging / (name + ".tmp")
     pq.write_table(data, tmp)
     with tmp.open("rb") as handle:
@@ -291,20 +299,23 @@ def ingest_paths(root: Path, tables: dict[str, pa.Table]) -> dict[str, dict[str,
     """Seconds per table for each of the five paths, each into its own fresh database."""
     out: dict[str, dict[str, float]] = {}
 
-    store = fresh_store(root, "evaluator")
-    out["evaluator"], out["evaluator: stage"], out["evaluator: flush"] = {}, {}, {}
-    with store.writer():
-        for name, data in tables.items():
-            rows = data.to_pylist()  # the evaluator's row dicts (rows.py); building them is not timed
-            started = time.perf_counter()
-            for chunk in chunks(rows, EVALUATOR_CHUNK[name]):
-                store.stage(name, chunk)
-            staged = time.perf_counter()
-            store.flush()
-            done = time.perf_counter()
-            out["evaluator: stage"][name], out["evaluator: flush"][name] = staged - started, done - staged
-            out["evaluator"][name] = done - started
-            del rows
+    for label, fresh in (("evaluator", True), ("evaluator, checked", False)):
+        store = fresh_store(root, label.replace(" ", "_").replace(",", ""))
+        out[label], out[f"{label}: stage"], out[f"{label}: flush"] = {}, {}, {}
+        with store.writer():
+            for name, data in tables.items():
+                rows = data.to_pylist()  # the evaluator's row dicts (rows.py); building them is not timed
+                started = time.perf_counter()
+                for chunk in chunks(rows, EVALUATOR_CHUNK[name]):
+                    store.stage(name, chunk, fresh=fresh)
+                staged = time.perf_counter()
+                store.flush()
+                done = time.perf_counter()
+                out[f"{label}: stage"][name], out[f"{label}: flush"][name] = staged - started, done - staged
+                out[label][name] = done - started
+                del rows
+        if not fresh:  # its stage half is the evaluator's
+            del out[f"{label}: stage"]
 
     store = fresh_store(root, "arrow_store")
     out["store, Arrow shards"], out["Parquet shard only"] = {}, {}
@@ -318,17 +329,18 @@ def ingest_paths(root: Path, tables: dict[str, pa.Table]) -> dict[str, dict[str,
             out["Parquet shard only"][name] = staged - started
 
     for label, statement, keyed in (
-        ("raw INSERT OR IGNORE", "INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM staged", True),
-        ("raw INSERT, keyed", "INSERT INTO {table} BY NAME SELECT * FROM staged", True),
-        ("raw INSERT, no keys", "INSERT INTO {table}_nokey BY NAME SELECT * FROM staged", False),
+        ("raw INSERT OR IGNORE, keyed", "INSERT OR IGNORE INTO {table}_keyed BY NAME SELECT * FROM staged", True),
+        ("raw INSERT, keyed", "INSERT INTO {table}_keyed BY NAME SELECT * FROM staged", True),
+        ("raw INSERT, no keys", "INSERT INTO {table} BY NAME SELECT * FROM staged", False),
     ):
         store = fresh_store(root, label.replace(" ", "_").replace(",", ""))
         con = duckdb.connect(str(store.path))
         out[label] = {}
         try:
             for name, data in tables.items():
-                if not keyed:
-                    con.execute(f"CREATE TABLE {name}_nokey AS SELECT * FROM {name} LIMIT 0")
+                if keyed:  # the table as migrations 0001-0003 made it
+                    con.execute(f"CREATE TABLE {name}_keyed AS SELECT * FROM {name} LIMIT 0")
+                    con.execute(f"ALTER TABLE {name}_keyed ADD PRIMARY KEY ({', '.join(KEYS[name])})")
                 con.register("staged", data)
                 started = time.perf_counter()
                 con.execute("BEGIN TRANSACTION")
@@ -518,6 +530,7 @@ def time_writes(db: Path, run: str, memory_limit: str, refresh_all: bool, seed: 
         tables = model_tables(rng, suite, f"{uuid.uuid4().hex[:12]}feed", 1.0)
         tables["checkpoints"] = metadata_tables(suite, [(run, "checkpoint-extra", 10**9, "ppo", tables["samples"]
                                                          ["model_fp"][0].as_py())])["checkpoints"]  # fmt: skip
+        checked = model_tables(rng, suite, f"{uuid.uuid4().hex[:12]}c4ec", 1.0)
         store = Store(db)
         with store.writer():
             started = time.perf_counter()
@@ -529,6 +542,10 @@ def time_writes(db: Path, run: str, memory_limit: str, refresh_all: bool, seed: 
             store.stage_refresh([(run, "checkpoint-extra")])
             store.flush()
             done = time.perf_counter()
+            for name, data in checked.items():
+                stage_arrow(store, name, data, fresh=False)
+            store.flush()
+            out["checked_checkpoint_flush_s"] = time.perf_counter() - done
         out["one_checkpoint_samples"] = suite.per_model
         out["one_checkpoint_stage_s"] = staged - started
         out["one_checkpoint_flush_s"] = flushed - staged
@@ -747,14 +764,17 @@ def print_report(result: dict[str, Any]) -> None:
             + ", ".join(f"{n:,} {t}" for t, n in ingest["rows"].items())
             + " rows; rows/s per table"
         )
-        print(f"{'path':<24}" + "".join(f"{t:>11}" for t in SAMPLE_TABLES) + f"{'complete samples/s':>20}{'ratio':>7}")
+        print(f"{'path':<28}" + "".join(f"{t:>11}" for t in SAMPLE_TABLES) + f"{'complete samples/s':>20}{'ratio':>7}")
         for label, row in paths.items():
             print(
-                f"{label:<24}"
+                f"{label:<28}"
                 + "".join(f"{row['rows_per_s'][t]:>11,.0f}" for t in SAMPLE_TABLES)
                 + f"{row['complete_samples_per_s']:>20,.0f}{row['complete_samples_per_s'] / base:>7.1f}"
             )
-        print("(ratio: complete samples/s over the evaluator's; stage and flush are the evaluator's two halves)")
+        print(
+            "(ratio: complete samples/s over the evaluator's; stage and flush are the evaluator's two halves; "
+            "keyed: copies with the primary keys of the schema before migration 0004)"
+        )
     for view in result["views"]:
         db = view["database"]
         inserts = (
@@ -800,6 +820,9 @@ def print_report(result: dict[str, Any]) -> None:
                 f"{count / (stage + flush):,.0f} complete samples/s at this size; then its aggregates "
                 f"(refresh request flushed) {refresh:.3f} s"
             )
+        if "checked_checkpoint_flush_s" in writes:
+            checked = writes["checked_checkpoint_flush_s"]
+            print(f"  another checkpoint's rows, not fresh: flush {checked:.3f} s (checked against the stored keys)")
         if isinstance(db.get("upgrade_s"), float):
             print(f"  upgrade to schema {SCHEMA_VERSION} (Store.writer)   {db['upgrade_s']:8.3f} s")
         if "error" in view:

@@ -5,7 +5,7 @@ reading every column of every table (a hash of each value, folded with ``bit_xor
 damaged file as an error instead of leaving it to the first query that happens to touch the bad
 block. On top of that the store's own invariants:
 
-- one row per key in every table (``store._KEYS``: what ``INSERT OR IGNORE/REPLACE`` keeps unique);
+- one row per key in every table (``store.KEYS``: what the store keeps unique);
 - no orphans: every ``kl``, ``scores`` and ``features`` row belongs to a stored sample, and every
   stored checkpoint has its samples and its ``checkpoint_stats`` aggregates (both land in the
   flush that completes the checkpoint);
@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 
 from rlhf_eval.errors import UserInputError
-from rlhf_eval.store import _KEYS, SCHEMA_VERSION, connect
+from rlhf_eval.store import KEYS, SCHEMA_VERSION, connect
 
 #: (child table, what must exist for each of its rows, the SQL that counts the rows without it).
 ORPHAN_CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -114,19 +114,10 @@ def _check(con: duckdb.DuckDBPyConnection, path: str) -> IntegrityReport:
         counted = first_row(every_value_query(con, table), table)
         if counted is not None:
             rows[table] = int(counted[0])
-    for table, keys in _KEYS.items():
-        if table not in rows:
-            continue
-        columns = ", ".join(f'"{k}"' for k in keys)
-        duplicated = first_row(
-            f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {table} GROUP BY {columns} "
-            "HAVING count(*) > 1)",
-            f"{table} keys",
+    for table, (keys, rows_of_them) in duplicated_keys(con, [t for t in KEYS if t in rows], problems).items():
+        problems.append(
+            f"{table}: {keys} keys ({', '.join(KEYS[table])}) are stored more than once ({rows_of_them} rows)"
         )
-        if duplicated and duplicated[0]:
-            problems.append(
-                f"{table}: {duplicated[0]} keys ({', '.join(keys)}) are stored more than once ({duplicated[1]} rows)"
-            )
     for child, parent, sql in ORPHAN_CHECKS:
         if child in rows:
             orphans = first_row(sql, f"{child} -> {parent}")
@@ -145,3 +136,25 @@ def every_value_query(con: duckdb.DuckDBPyConnection, table: str) -> str:
     ).fetchall()]  # fmt: skip
     folded = "".join(f', bit_xor(hash("{c}"))' for c in columns)
     return f'SELECT count(*){folded} FROM "{table}"'
+
+
+def duplicated_keys(
+    con: duckdb.DuckDBPyConnection, tables: Sequence[str], problems: list[str] | None = None
+) -> dict[str, tuple[int, int]]:
+    """The tables that hold a key (``store.KEYS``) more than once: the number of such keys and of
+    their rows. A table that cannot be read is left out, with a line in ``problems`` when given."""
+    found: dict[str, tuple[int, int]] = {}
+    for table in tables:
+        columns = ", ".join(f'"{k}"' for k in KEYS[table])
+        try:
+            keys, rows = con.execute(
+                f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {table} GROUP BY {columns} "
+                "HAVING count(*) > 1)"
+            ).fetchone() or (0, 0)
+        except duckdb.Error as exc:
+            if problems is not None:
+                problems.append(f"{table} keys: reading it failed ({str(exc).splitlines()[0][:200]})")
+            continue
+        if keys:
+            found[table] = (int(keys), int(rows))
+    return found

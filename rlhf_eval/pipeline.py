@@ -9,7 +9,9 @@ and each part goes through every stage before the next starts: only one part's s
 ids, texts) are held in memory, so memory does not grow with the number of samples. Within a
 part, batches are planned deterministically, and a batch is skipped only when all its rows
 exist: a resumed run recomputes interrupted batches with exactly the same composition, so it
-ends with exactly the rows of an uninterrupted run.
+ends with exactly the rows of an uninterrupted run. Each row staged was missing when its part
+was read from the database, and is staged once: staged ``fresh``, the flush inserts it without
+reading the stored keys (``store.py`` gives the reasoning; keep it true when changing this file).
 """
 
 from __future__ import annotations
@@ -453,15 +455,15 @@ class Evaluation:
         for batch in progress(batches, len(batches), f"{label} generate", self.config.progress):
             if all(r.sample_id in samples for r in batch):
                 continue
-            fresh = []
+            generated = []
             for out in backend.generate(batch):
                 if out.request.sample_id not in samples:
                     row = rows.sample_row(out, unit.fingerprint, self.gen_key, self.eval_id)
-                    fresh.append(row)
+                    generated.append(row)
                     samples[out.request.sample_id] = row
-            self.store.stage("samples", fresh)
+            self.store.stage("samples", generated, fresh=True)  # missing when looked up, staged once
             faults.reach("generate.batch")
-            self.stats.samples_generated += len(fresh)
+            self.stats.samples_generated += len(generated)
             self.store.maybe_flush()
         return {prompt_id for prompt_id, e in encoded.items() if e.truncated}
 
@@ -486,7 +488,7 @@ class Evaluation:
                 for p in plan
                 if p.sample_id not in done
             ]
-            self.store.stage("kl", zero)
+            self.store.stage("kl", zero, fresh=True)
             self.stats.kl_computed += len(zero)
             return
         policy = get_policy()
@@ -508,7 +510,7 @@ class Evaluation:
                 for e in estimate_kl(policy, self.ref_model, batch, self.params, pad)
                 if e.sample_id not in done
             ]
-            self.store.stage("kl", estimates)
+            self.store.stage("kl", estimates, fresh=True)
             faults.reach("kl.batch")
             self.stats.kl_computed += len(estimates)
             self.store.maybe_flush()
@@ -535,7 +537,7 @@ class Evaluation:
                     known[p.sample_id] = value
                     staged.append({"sample_id": p.sample_id, "scorer_id": scorer_id, "value": value})
                     self.stats.null_scores += value is None
-                self.store.stage("scores", staged)
+                self.store.stage("scores", staged, fresh=True)
                 faults.reach("scores.chunk")
                 self.stats.scores_computed += len(staged)
                 self.store.maybe_flush()
@@ -562,28 +564,35 @@ class Evaluation:
             values = run_detectors([samples[p.sample_id]["response"] for p in chunk])
             feature_rows = [
                 {"sample_id": p.sample_id, "feature": name, "version": REGISTRY[name].version, "value": values[name][i]}
-                for name in values
                 for i, p in enumerate(chunk)
+                for name in values
             ]
-            self.store.stage("features", feature_rows)
+            # a sample with no stored features gets all of them fresh; one with some (a detector
+            # added or its version changed) replaces them, checked against the stored keys
+            for fresh in (True, False):
+                self.store.stage(
+                    "features", [r for r in feature_rows if (r["sample_id"] not in have) == fresh], fresh=fresh
+                )
             faults.reach("features.chunk")
             self.stats.features_computed += len(chunk)
 
     def compute_ensembles(self, units: Sequence[ModelUnit], ref_fp: str) -> bool:
         """Stage the ensemble scores still missing; whether there were any."""
         staged = False
+        handled: set[str] = set()
         for members in (self.proxy_ids, self.gold_ids):
             if len(members) < 2:
                 continue
             scorer_id = self.role_scorer(members, ref_fp)
+            if scorer_id in handled:
+                continue  # the same ensemble as proxy and gold: its scores are staged once
+            handled.add(scorer_id)
             ref_plan = self.planned(ref_fp)
             stats = [member_stats([self.member_values[m].get(p.sample_id) for p in ref_plan]) for m in members]
             for unit in units:
                 plan = self.planned(unit.fingerprint)
                 done = self.existing_ids(
-                    "SELECT s.sample_id FROM scores s JOIN samples m USING (sample_id) "
-                    "WHERE s.scorer_id = ? AND m.model_fp = ? AND m.gen_key = ?",
-                    [scorer_id, unit.fingerprint, self.gen_key],
+                    f"SELECT sample_id FROM scores WHERE scorer_id = ? AND {IN_PART}", [scorer_id, part_ids(plan)]
                 )
                 todo = [p for p in plan if p.sample_id not in done]
                 if not todo:
@@ -597,6 +606,7 @@ class Evaluation:
                         {"sample_id": p.sample_id, "scorer_id": scorer_id, "value": v}
                         for p, v in zip(todo, values, strict=True)
                     ],
+                    fresh=True,
                 )
                 self.stats.scores_computed += len(todo)
                 staged = True

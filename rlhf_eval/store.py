@@ -6,13 +6,51 @@ the evaluator never holds one for long:
 
 1. each finished batch of rows is written as a Parquet shard into ``<db>.staging/`` (written
    to a temporary name, fsynced, then renamed: a shard is either whole or absent);
-2. ``flush()`` opens the database read-write, ingests every pending shard in one transaction,
-   closes it and only then deletes the shards. Readers open read-only between flushes
-   (``query.py`` retries the brief moments a flush holds the lock).
+2. ``flush()`` opens the database read-write, ingests every pending shard in one transaction
+   (one ``INSERT`` per table: that table's shards concatenated), closes it and only then
+   deletes the shards. Readers open read-only between flushes (``query.py`` retries the brief
+   moments a flush holds the lock).
 
 A run killed at any point loses no finished batch: its shards are ingested on the next start.
-Rows are keyed by content hashes, so ingesting a shard twice (killed after COMMIT and before
-the shards were deleted) changes nothing. One writer at a time is enforced with a lock file.
+One writer at a time is enforced with a lock file.
+
+Keys. Every table has a key (``KEYS``): content-addressed tables (``IGNORE``) keep the first
+row written for a key, descriptive ones (``REPLACE``) the latest. The small tables hold their
+keys as primary keys (``INSERT OR IGNORE``/``OR REPLACE``). The per-sample tables and
+``bon_values`` (``UNINDEXED``) have none since migration 0004: DuckDB holds a key's index (ART)
+in memory whole while its table is written, so the writer's memory and each flush's time grew
+with the database. Their keys stay unique by three rules, each exact:
+
+- A shard lands at most once. Its name is written to ``ingested_shards`` in the transaction
+  that commits its rows, and a flush deletes, without ingesting it, a pending shard already
+  there: the one way to see a shard again is a writer killed after COMMIT and before deleting
+  its shards. Only names of shards still on disk are kept: names (time, random) are never
+  reused, so a name whose file is gone cannot come back.
+- Within a flush a table's shards are concatenated in staging order and one row per key is
+  kept: the first (``IGNORE``) or the last (``REPLACE``), as one ``INSERT`` per shard kept them
+  (``stage`` already keeps one row per key within a shard; shards that are all fresh, below,
+  hold distinct keys by their promise and skip this pass).
+- Against the stored rows, rows staged with ``fresh=True`` are inserted as they are; any other
+  rows are checked: ``IGNORE`` inserts only the keys not stored (an anti-join), ``REPLACE``
+  deletes the stored rows of its keys first. A check reads the table's key columns whole:
+  sample ids are content hashes, so no row group can be skipped by its min/max, and the cost
+  and the memory of the read grow with the table (docs/performance.md measures it), which is
+  why the evaluator's rows skip it.
+
+``fresh=True`` is the single writer's promise that every key of the rows was absent from the
+database when it looked (holding the writer lock) and that it stages each key at most once.
+The promise still holds when the rows land: until then the only rows to reach the database are
+that writer's own shards (the lock keeps other writers out, and each writer ingests the shards
+a killed one left before it looks: ``writer()``), none of them holds the key (staged once), and
+the ledger keeps the shard itself from landing twice. The evaluator keeps it
+(``pipeline.py``): each part of a model's plan is read from the database (``stored_part``) once
+per run, after the shards of earlier runs are ingested, and only the rows it lacks are computed
+and staged, once each; the units of a run are distinct models and a sample id hashes its model,
+prompt, generation key and index, so no two parts share a key; an ensemble that is both proxy
+and gold is staged once. Features of a sample that has some stored (a detector added or its
+version changed) replace those and are staged checked. Other writers (the analysis'
+``bon_values``, ``stage`` by default) pay the check. Measured against the alternatives (a
+check on every flush, the primary keys) in docs/performance.md ("Store").
 """
 
 from __future__ import annotations
@@ -30,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -39,6 +78,12 @@ from rlhf_eval.errors import DatabaseLocked, StoreError
 MAX_DEFER = 3.0  # seconds rows may stay staged while readers keep the database busy
 IGNORE = "IGNORE"  # content-addressed: the first write of a key is the only one
 REPLACE = "REPLACE"  # descriptive: the latest write wins
+#: Tables without a primary key (migration 0004): the flush keeps their keys unique (module docstring).
+UNINDEXED = frozenset({"samples", "kl", "scores", "features", "bon_values"})
+#: The names of the shards whose rows are committed (the ledger).
+LEDGER = "ingested_shards"
+#: Marks the shards of rows staged with ``fresh=True``: ``<time>-<random>-new-<table>.parquet``.
+FRESH_MARK = "new"
 
 LIST_INT = pa.list_(pa.int32())
 
@@ -449,12 +494,16 @@ class Store:
             con.close()
 
     # -- staged writes ----------------------------------------------------------------------
-    def stage(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Write rows as one Parquet shard (atomically) for the next flush."""
+    def stage(self, table: str, rows: Sequence[dict[str, Any]], *, fresh: bool = False) -> None:
+        """Write rows as one Parquet shard (atomically) for the next flush.
+
+        ``fresh=True`` promises that no key of ``rows`` is stored and that this writer stages
+        each of them once (module docstring): the flush then inserts them without reading the
+        stored keys."""
         if not rows:
             return
         mode, schema = TABLES[table]
-        self._write_shard(table, pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema))
+        self._write_shard(table, pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema), fresh=fresh)
 
     def stage_refresh(self, keys: Sequence[tuple[str, str]]) -> None:
         """Ask the next flush to recompute the aggregates of these (run, checkpoint) pairs
@@ -465,9 +514,9 @@ class Store:
         runs, checkpoints = zip(*sorted(set(keys)), strict=True)
         self._write_shard(REFRESH_SHARD, pa.table({"run": list(runs), "checkpoint": list(checkpoints)}))
 
-    def _write_shard(self, table: str, data: pa.Table) -> None:
+    def _write_shard(self, table: str, data: pa.Table, *, fresh: bool = False) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{table}.parquet"
+        name = shard_name(table, fresh=fresh)
         tmp = self.staging / (name + ".tmp")
         try:
             pq.write_table(data, tmp)
@@ -520,18 +569,13 @@ class Store:
         try:
             con.execute("BEGIN TRANSACTION")
             touched: set[tuple[str, str]] = set()
-            for index, shard in enumerate(shards):
-                table = shard.stem.rsplit("-", 1)[-1]
+            for table, group in by_table(record_shards(con, shards)).items():
                 if table == REFRESH_SHARD:
-                    request = pq.read_table(shard)
-                    touched.update(zip(request["run"].to_pylist(), request["checkpoint"].to_pylist(), strict=True))
+                    for shard in group:
+                        request = pq.read_table(shard)
+                        touched.update(zip(request["run"].to_pylist(), request["checkpoint"].to_pylist(), strict=True))
                     continue
-                mode, schema = TABLES[table]
-                data = pq.read_table(shard, schema=schema)
-                view = f"shard_{index}"
-                con.register(view, data)
-                con.execute(f"INSERT OR {mode} INTO {table} BY NAME SELECT * FROM {view}")
-                con.unregister(view)
+                ingest(con, table, group)
             stats.refresh_checkpoints(con, sorted(touched))  # requested aggregates land with the rows
             faults.reach("flush.inserted")
             con.execute("COMMIT")
@@ -571,7 +615,98 @@ class Store:
             con.close()
 
 
-_KEYS = {
+def shard_name(table: str, *, fresh: bool = False) -> str:
+    """A new shard's file name: staging order (the time), uniqueness, freshness, the table."""
+    mark = f"{FRESH_MARK}-" if fresh else ""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{mark}{table}.parquet"
+
+
+def shard_table(shard: Path) -> tuple[str, bool]:
+    """The table of a shard and whether its rows were staged fresh, from its name.
+
+    >>> shard_table(Path(shard_name("kl", fresh=True))), shard_table(Path(shard_name("kl")))
+    (('kl', True), ('kl', False))
+    """
+    parts = shard.stem.split("-")
+    return parts[-1], parts[-2] == FRESH_MARK
+
+
+def by_table(shards: Sequence[Path]) -> dict[str, list[Path]]:
+    """Shards grouped by table, each group in staging order."""
+    groups: dict[str, list[Path]] = {}
+    for shard in shards:
+        groups.setdefault(shard_table(shard)[0], []).append(shard)
+    return groups
+
+
+def record_shards(con: duckdb.DuckDBPyConnection, shards: Sequence[Path]) -> list[Path]:
+    """The shards not ingested yet, recorded in the ledger within the caller's transaction; the
+    names of shards no longer on disk are dropped from it (they cannot come back)."""
+    con.register("pending_shards", pa.table({"name": pa.array([shard.name for shard in shards], pa.string())}))
+    done = {
+        row[0]
+        for row in con.execute(f"SELECT name FROM {LEDGER} WHERE name IN (SELECT name FROM pending_shards)").fetchall()
+    }
+    con.execute(f"DELETE FROM {LEDGER} WHERE name NOT IN (SELECT name FROM pending_shards)")
+    con.execute(
+        f"INSERT INTO {LEDGER} SELECT name, now() FROM pending_shards WHERE name NOT IN (SELECT name FROM {LEDGER})"
+    )
+    con.unregister("pending_shards")  # not on failure: in an aborted transaction it would hide the error
+    return [shard for shard in shards if shard.name not in done]
+
+
+def ingest(con: duckdb.DuckDBPyConnection, table: str, shards: Sequence[Path]) -> None:
+    """One ``INSERT`` of a table's shards (in staging order) within the caller's transaction,
+    keeping one row per key as the table does (the rules in the module docstring)."""
+    mode, schema = TABLES[table]
+    data = pa.concat_tables([read_shard(shard, schema) for shard in shards])
+    fresh = all(shard_table(shard)[1] for shard in shards)
+    if len(shards) > 1 and not fresh:
+        data = one_per_key(data, KEYS[table], mode)
+    con.register("incoming", data)
+    if table not in UNINDEXED:
+        con.execute(f"INSERT OR {mode} INTO {table} BY NAME SELECT * FROM incoming")
+    elif fresh:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+    else:
+        same_key = " AND ".join(f"t.{key} = i.{key}" for key in KEYS[table])
+        if mode == REPLACE:
+            con.execute(f"DELETE FROM {table} AS t USING incoming AS i WHERE {same_key}")
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+        else:
+            con.execute(
+                f"INSERT INTO {table} BY NAME SELECT * FROM incoming AS i "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {same_key})"
+            )
+    con.unregister("incoming")  # not on failure, as above
+
+
+def read_shard(shard: Path, schema: pa.Schema) -> pa.Table:
+    """A shard's rows with the table's schema (``ParquetFile.read``: a third faster than
+    ``pq.read_table`` on the evaluator's small shards)."""
+    with pq.ParquetFile(shard) as handle:
+        data = handle.read()
+    return data if data.schema.equals(schema) else data.cast(schema)
+
+
+def one_per_key(data: pa.Table, keys: Sequence[str], mode: str) -> pa.Table:
+    """The rows of ``data`` with one row per key, in their order: the first (IGNORE) or the last
+    (REPLACE) of each key.
+
+    >>> data = pa.table({"sample_id": ["a", "b", "a"], "scorer_id": ["r", "r", "r"], "value": [1.0, 2.0, 3.0]})
+    >>> one_per_key(data, ("sample_id", "scorer_id"), IGNORE)["value"].to_pylist()
+    [1.0, 2.0]
+    >>> one_per_key(data, ("sample_id", "scorer_id"), REPLACE)["value"].to_pylist()
+    [2.0, 3.0]
+    """
+    which = "min" if mode == IGNORE else "max"
+    positions = data.select(list(keys)).append_column("position", pa.array(np.arange(data.num_rows)))
+    picked = positions.group_by(list(keys)).aggregate([("position", which)])[f"position_{which}"]
+    return data.take(np.sort(picked.to_numpy()))
+
+
+#: Each table's key: unique in every table (primary keys, or kept by the flush: module docstring).
+KEYS = {
     "evaluations": ("eval_id",),
     "suites": ("suite_fp",),
     "prompts": ("suite_fp", "idx"),
@@ -598,7 +733,7 @@ def unique_rows(table: str, mode: str, rows: Sequence[dict[str, Any]]) -> list[d
     >>> unique_rows("scores", IGNORE, rows)[0]["value"], unique_rows("scores", REPLACE, rows)[0]["value"]
     (1.0, 2.0)
     """
-    keys = _KEYS[table]
+    keys = KEYS[table]
     kept: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         key = tuple(row.get(k) for k in keys)

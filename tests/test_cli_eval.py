@@ -545,3 +545,56 @@ def test_a_complete_rerun_loads_nothing_and_leaves_the_file_alone(
     code, _, err = run_cli(*args)
     assert code == 0, err
     assert "nothing to compute" not in err and "generated 0 samples, 0 KL, 0 scores, 1 feature rows" in err
+
+
+def stored_keys_are_unique(db: Path) -> bool:
+    from rlhf_eval.integrity import duplicated_keys
+    from rlhf_eval.store import KEYS
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return duplicated_keys(con, list(KEYS)) == {}
+    finally:
+        con.close()
+
+
+def test_a_detector_s_new_version_replaces_its_stored_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suite_file: Path, gold_file: Path, gpt2_ref: Path,
+    gpt2_variant_a: Path, reward_model_dir: Path,
+) -> None:  # fmt: skip
+    """Features are the evaluator's only rows staged for keys already stored: every sample's
+    features are recomputed, each key stored once, the changed detector's rows at its new version."""
+    import dataclasses
+
+    from rlhf_eval.detectors import REGISTRY
+
+    db = tmp_path / "features.duckdb"
+    args = base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file)
+    assert run_cli("eval", str(gpt2_variant_a), "--run", "r", *args)[0] == 0
+    before = table_rows(db, "SELECT * FROM features ORDER BY ALL")
+    hedge = REGISTRY["hedge"]
+    monkeypatch.setitem(REGISTRY, "hedge", dataclasses.replace(hedge, version=hedge.version + 1))
+    code, _, err = run_cli("eval", str(gpt2_variant_a), "--run", "r", *args)
+    assert code == 0, err
+    assert "generated 0 samples, 0 KL, 0 scores, 48 feature rows" in err  # reference and policy, 24 each
+    after = table_rows(db, "SELECT * FROM features ORDER BY ALL")
+    assert len(after) == len(before) == 48 * len(REGISTRY)
+    bumped = [(s, f, v + (f == "hedge"), x) for s, f, v, x in before]
+    assert after == bumped
+    assert stored_keys_are_unique(db)
+
+
+def test_one_ensemble_as_proxy_and_gold_stores_its_scores_once(
+    tmp_path: Path, suite_file: Path, gold_file: Path, gpt2_ref: Path, gpt2_variant_a: Path, reward_model_dir: Path
+) -> None:
+    db = tmp_path / "same-ensemble.duckdb"
+    args = base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file)
+    args[args.index("--gold") + 1] = str(reward_model_dir)
+    args += ["--proxy", f"{gold_file}:score", "--gold", f"{gold_file}:score"]  # both [rm, gold.py:score]
+    code, _, err = run_cli("eval", str(gpt2_variant_a), "--run", "r", *args)
+    assert code == 0, err
+    proxy, gold = table_rows(db, "SELECT DISTINCT proxy_scorer, gold_scorer FROM checkpoints")[0]
+    assert proxy == gold and proxy.startswith("ens-")
+    # 48 samples (reference and policy) x (2 members + the ensemble)
+    assert table_rows(db, "SELECT count(*) FROM scores") == [(48 * 3,)]
+    assert stored_keys_are_unique(db)

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from rlhf_eval.query import checkpoint_summary
-from rlhf_eval.store import Store, migrations
+from rlhf_eval.store import SCHEMA_VERSION, Store, migrations
 
 PROMPTS = ["p0", "p1", "p2"]
 
@@ -171,7 +171,7 @@ def test_a_version_2_database_gets_its_aggregates_on_upgrade(tmp_path: Path) -> 
         shard.unlink()
     before = con.execute("SELECT * EXCLUDE (evaluated_at) FROM checkpoint_summary").fetchall()
     con.close()
-    assert Store(db).migrate() == 3
+    assert Store(db).migrate() == SCHEMA_VERSION
     con = duckdb.connect(str(db), read_only=True)
     after = con.execute("SELECT * EXCLUDE (evaluated_at) FROM checkpoint_summary").fetchall()
     assert con.execute("SELECT count(*) FROM checkpoint_stats").fetchone() == (1,)

@@ -10,12 +10,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rlhf_eval.errors import StoreError
+from rlhf_eval.integrity import duplicated_keys
 from rlhf_eval.query import checkpoint_summary, fetch_dicts, read_connection
-from rlhf_eval.store import SCHEMA_VERSION, TABLES, Store
+from rlhf_eval.store import KEYS, LEDGER, SCHEMA_VERSION, TABLES, UNINDEXED, Store
 
 
 def score_rows(n: int, value: float = 1.0) -> list[dict]:
     return [{"sample_id": f"s{i}", "scorer_id": "rm", "value": value + i} for i in range(n)]
+
+
+def feature_rows(n: int, value: float = 1.0) -> list[dict]:
+    return [{"sample_id": f"s{i}", "feature": "hedge", "version": 1, "value": value + i} for i in range(n)]
+
+
+def primary_keys(store: Store) -> set[str]:
+    """The tables that hold a primary key."""
+    sql = "SELECT DISTINCT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+    return {row[0] for row in store.query(sql)}
+
+
+def duplicates(store: Store) -> dict[str, int]:
+    with read_connection(store.path) as con:
+        return {table: keys for table, (keys, _) in duplicated_keys(con, list(KEYS)).items()}
 
 
 def test_migrations_create_tables_and_views_once(tmp_path: Path) -> None:
@@ -23,9 +39,10 @@ def test_migrations_create_tables_and_views_once(tmp_path: Path) -> None:
     assert store.migrate() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION  # second run applies nothing
     versions = store.query("SELECT version FROM schema_migrations ORDER BY version")
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
     views = {r[0] for r in store.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")}
     assert {"checkpoint_summary", "checkpoint_samples", "overoptimization"} <= views
+    assert primary_keys(store) == {t for t in TABLES if t not in UNINDEXED} | {"checkpoint_stats", "schema_migrations"}
 
 
 def test_a_version_1_database_upgrades_in_place_keeping_its_rows(tmp_path: Path) -> None:
@@ -40,7 +57,7 @@ def test_a_version_1_database_upgrades_in_place_keeping_its_rows(tmp_path: Path)
     con.execute("INSERT INTO scores VALUES ('s0', 'rm', 1.5)")
     con.close()
     store = Store(path)
-    assert store.migrate() == SCHEMA_VERSION == 3
+    assert store.migrate() == SCHEMA_VERSION == 4
     assert store.query("SELECT * FROM scores") == [("s0", "rm", 1.5)]
     assert store.query("SELECT count(*) FROM overoptimization") == [(0,)]
 
@@ -130,6 +147,208 @@ def test_evaluations_left_running_are_marked_interrupted(tmp_path: Path) -> None
         ("e1", "interrupted"),
         ("e2", "completed"),
     ]
+
+
+# -- keys without key indexes: the ledger, one row per key in a flush, the check -----------------
+
+
+def stored(store: Store, table: str) -> list[tuple]:
+    return store.query(f"SELECT * FROM {table} ORDER BY ALL")
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "checked"])
+def test_a_shard_ingested_twice_changes_nothing(tmp_path: Path, fresh: bool) -> None:
+    """A writer killed after COMMIT and before deleting its shards leaves them on disk: the next
+    flush finds them in the ledger and deletes them unread (fresh rows are not checked against
+    the stored keys, so for them the ledger alone keeps the rows single)."""
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.stage("scores", score_rows(3), fresh=fresh)
+    store.stage("features", feature_rows(2), fresh=fresh)
+    left = {shard.name: shard.read_bytes() for shard in store.pending_shards()}
+    assert store.flush() == 2
+    before = {table: stored(store, table) for table in ("scores", "features")}
+    for name, data in left.items():
+        (store.staging / name).write_bytes(data)
+    assert store.flush() == 2
+    assert {table: stored(store, table) for table in ("scores", "features")} == before
+    assert len(before["scores"]) == 3 and len(before["features"]) == 2
+    assert not list(store.staging.glob("*"))
+    assert duplicates(store) == {}
+    # the ledger keeps the names of shards still on disk only: the next flush forgets these
+    store.stage("scores", score_rows(4)[3:], fresh=fresh)  # a new key, s3
+    store.flush()
+    assert len(store.query(f"SELECT name FROM {LEDGER}")) == 1
+    assert len(stored(store, "scores")) == 4
+
+
+def test_a_key_in_two_shards_of_one_flush_keeps_the_first_or_the_last(tmp_path: Path) -> None:
+    """One INSERT per table and flush keeps what one INSERT per shard kept: content-addressed
+    tables the first row staged for a key, descriptive tables the last, indexed or not."""
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.stage("scores", score_rows(2, value=1.0))
+    store.stage("scores", score_rows(3, value=10.0))
+    store.stage("features", feature_rows(2, value=1.0))
+    store.stage("features", feature_rows(3, value=10.0))
+    store.stage("prompts", [{"suite_fp": "s", "idx": 0, "prompt_id": "first"}])
+    store.stage("prompts", [{"suite_fp": "s", "idx": 0, "prompt_id": "second"}])
+    store.stage("training_logs", [{"run": "r", "step": 1, "metric": "loss", "value": 1.0}])
+    store.stage("training_logs", [{"run": "r", "step": 1, "metric": "loss", "value": 2.0}])
+    assert store.flush() == 8
+    # scores s0, s1 first staged at 1.0 + i, s2 only in the second shard (10.0 + 2)
+    assert store.query("SELECT sample_id, value FROM scores ORDER BY ALL") == [("s0", 1.0), ("s1", 2.0), ("s2", 12.0)]
+    assert store.query("SELECT sample_id, value FROM features ORDER BY ALL") == [
+        ("s0", 10.0),
+        ("s1", 11.0),
+        ("s2", 12.0),
+    ]
+    assert store.query("SELECT prompt_id FROM prompts") == [("first",)]
+    assert store.query("SELECT value FROM training_logs") == [(2.0,)]
+    assert duplicates(store) == {}
+
+
+def test_a_key_staged_again_in_a_later_flush_is_checked_against_the_stored_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    bon = [{"run": "b", "n": 2, "prompt_id": "p", "metric": "gold_reward", "value": 1.0}]
+    store.stage("scores", score_rows(2, value=1.0), fresh=True)
+    store.stage("features", feature_rows(2, value=1.0), fresh=True)
+    store.stage("bon_values", bon)
+    store.flush()
+    store.stage("scores", score_rows(3, value=10.0))
+    store.stage("features", feature_rows(1, value=10.0))  # a stored sample's features, recomputed
+    store.stage("features", [{**row, "sample_id": "t"} for row in feature_rows(1, value=5.0)], fresh=True)
+    store.stage("bon_values", [{**bon[0], "value": 2.0}])
+    store.flush()
+    assert store.query("SELECT sample_id, value FROM scores ORDER BY ALL") == [("s0", 1.0), ("s1", 2.0), ("s2", 12.0)]
+    assert store.query("SELECT sample_id, value FROM features ORDER BY ALL") == [
+        ("s0", 10.0),
+        ("s1", 2.0),
+        ("t", 5.0),
+    ]
+    assert store.query("SELECT value FROM bon_values") == [(2.0,)]
+    assert duplicates(store) == {}
+
+
+def test_duplicate_keys_are_reported_per_table(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.query("INSERT INTO scores VALUES ('a', 'r', 1.0), ('a', 'r', 2.0), ('b', 'r', 1.0)")
+    store.query("INSERT INTO features VALUES ('a', 'f', 1, 1.0), ('a', 'f', 1, 1.0), ('a', 'g', 1, 1.0)")
+    assert duplicates(store) == {"scores": 1, "features": 1}
+
+
+def v3_rows() -> dict[str, list[dict]]:
+    """A checkpoint of 2 prompts x 2 samples with every per-sample row, and a best-of-n value."""
+    ids = [f"m0-{p}-{i}" for p in ("p0", "p1") for i in range(2)]
+    common = {"model_fp": "m0", "gen_key": "g", "prompt_token_ids": [1], "eval_id": "e", "prompt_truncated": False}
+    return {
+        "prompts": [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p} for i, p in enumerate(("p0", "p1"))],
+        "checkpoints": [
+            {
+                "run": "ppo",
+                "checkpoint": "reference",
+                "step": 0,
+                "method": "ppo",
+                "is_reference": True,
+                "model_fp": "m0",
+                "ref_fp": "ref",
+                "suite_fp": "suite",
+                "gen_key": "g",
+                "samples_per_prompt": 2,
+                "proxy_scorer": "proxy",
+                "gold_scorer": "gold",
+                "eval_id": "e",
+            }
+        ],  # fmt: skip
+        "samples": [
+            {
+                **common,
+                "sample_id": s,
+                "prompt_id": s[3:5],
+                "sample_idx": int(s[-1]),
+                "token_ids": [2] * (k + 1),
+                "response": "x" * k,
+                "n_tokens": k + 1,
+                "ended_eos": k % 2 == 0,
+            }
+            for k, s in enumerate(ids)
+        ],  # fmt: skip
+        "kl": [{"sample_id": s, "ref_fp": "ref", "k1": 0.1 * k, "kl_full": 0.2 * k} for k, s in enumerate(ids)],
+        "scores": [
+            {"sample_id": s, "scorer_id": scorer, "value": k + len(scorer)}
+            for k, s in enumerate(ids)
+            for scorer in ("proxy", "gold")
+        ],
+        "features": [
+            {"sample_id": s, "feature": f, "version": 1, "value": k / 4}
+            for k, s in enumerate(ids)
+            for f in ("seq_rep_4", "hedge")
+        ],
+        "bon_values": [{"run": "b", "n": 1, "prompt_id": "p0", "metric": "gold_reward", "value": 0.5}],
+        "training_logs": [{"run": "ppo", "step": 1, "metric": "loss", "value": 1.0}],
+    }
+
+
+def test_a_version_3_database_upgrades_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    """Migration 0004 copies the per-sample tables and bon_values without their primary keys:
+    every row stays as it was, the views read them unchanged, and a shard left by a version-3
+    writer is ingested after the upgrade as the table keeps its rows."""
+    import pyarrow.parquet as pq
+
+    from rlhf_eval import stats
+    from rlhf_eval.store import migrations
+
+    path = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for migration in migrations()[:3]:
+        con.execute(migration.sql)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [migration.version, migration.name])
+    old = Store(path)  # writes shards only; they are ingested below as a version-3 writer did
+    for table, rows in v3_rows().items():
+        old.stage(table, rows)
+    for shard in old.pending_shards():
+        table = shard.stem.rsplit("-", 1)[-1]
+        con.register("shard", pq.read_table(shard))
+        con.execute(f"INSERT OR {TABLES[table][0]} INTO {table} BY NAME SELECT * FROM shard")
+        con.unregister("shard")
+        shard.unlink()
+    stats.refresh_all(con)
+    views = ("SELECT * FROM checkpoint_summary", "SELECT * FROM checkpoint_samples", "FROM run_samples('ppo')")
+    before = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES}
+    before_views = [con.execute(f"{sql} ORDER BY ALL").fetchall() for sql in views]
+    con.close()
+    # an interrupted version-3 writer's shard: a stored key with another value, and a new key
+    old.stage(
+        "scores",
+        [
+            {"sample_id": "m0-p0-0", "scorer_id": "proxy", "value": 99.0},
+            {"sample_id": "n", "scorer_id": "x", "value": 1},
+        ],
+    )
+    assert [s.name.count("-") for s in old.pending_shards()] == [2]  # named as version 3 named them
+    store = Store(path)
+    with store.writer():
+        pass
+    after = {t: store.query(f"SELECT * FROM {t} ORDER BY ALL") for t in TABLES}
+    assert after.pop("scores") == sorted([*before.pop("scores"), ("n", "x", 1.0)])
+    assert after == before
+    assert sum(len(rows) for rows in before.values()) >= 20
+    assert [store.query(f"{sql} ORDER BY ALL") for sql in views] == before_views
+    assert len(before_views[0]) == 1 and len(before_views[1]) == 4
+    assert not primary_keys(store) & UNINDEXED
+    not_null = store.query(
+        "SELECT table_name, constraint_column_names[1] FROM duckdb_constraints() WHERE constraint_type = 'NOT NULL'"
+    )
+    assert {("samples", "sample_id"), ("kl", "ref_fp"), ("features", "feature"), ("bon_values", "metric")} <= {
+        tuple(row) for row in not_null
+    }
+    assert duplicates(store) == {}
+    with pytest.raises(StoreError, match="NOT NULL"):
+        store.stage("scores", [{"sample_id": None, "scorer_id": "r", "value": 1.0}])
+        store.flush()
 
 
 # -- fuzzing: any rows go in and come back out as the table keeps them ---------------------------
