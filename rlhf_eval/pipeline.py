@@ -417,10 +417,14 @@ class Evaluation:
             )
         keys = unit_checkpoints([unit])
         self.store.stage("checkpoints", rows.checkpoint_rows([unit], self.checkpoint_common))
-        if self.stats.work_done != work_before or not set(keys) <= self.current:
+        changed = self.stats.work_done != work_before or not set(keys) <= self.current
+        if changed:
             self.store.stage_refresh(keys)  # its rows are complete: aggregate them
         faults.reach("unit.complete")
-        self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
+        if changed:
+            self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
+        else:  # readers already see it as it is: its row rides with the next flush (a resume
+            self.store.maybe_flush()  # over many finished checkpoints opens the file half as often)
         if policy is not None and policy is not self.ref_model:
             loaded = weakref.ref(policy)
             del policy

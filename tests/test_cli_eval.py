@@ -598,3 +598,28 @@ def test_one_ensemble_as_proxy_and_gold_stores_its_scores_once(
     # 48 samples (reference and policy) x (2 members + the ensemble)
     assert table_rows(db, "SELECT count(*) FROM scores") == [(48 * 3,)]
     assert stored_keys_are_unique(db)
+
+
+def test_finished_checkpoints_of_a_resumed_run_do_not_each_open_the_file_to_flush(
+    tmp_path: Path, suite_file: Path, gold_file: Path, gpt2_ref: Path, gpt2_variant_a: Path,
+    gpt2_variant_b: Path, reward_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import rlhf_eval.faults as faults
+
+    db = tmp_path / "resume.duckdb"
+    args = base_args(db, suite_file, gpt2_ref, reward_model_dir, gold_file)
+    assert run_cli("eval", str(gpt2_variant_a), "--run", "r", *args)[0] == 0
+    sites: list[str] = []
+    monkeypatch.setattr(faults, "reach", sites.append)
+    code, _, err = run_cli("eval", str(gpt2_variant_a), str(gpt2_variant_b), "--run", "r", *args)
+    assert code == 0, err
+    completes = [i for i, site in enumerate(sites) if site == "unit.complete"]
+    flushed_at_once = [i for i in completes if sites[i + 1 : i + 2] == ["flush.inserted"]]
+    assert len(completes) == 3  # the reference, a (both finished before) and b (new)
+    # b's rows land as soon as it is done; the finished ones' rows wait for a later flush (unless
+    # 5 s passed since the last one: on a very slow machine one of them may flush too)
+    assert completes[-1] in flushed_at_once and len(flushed_at_once) < len(completes)
+    eval_ids = table_rows(db, "SELECT DISTINCT c.eval_id FROM checkpoints c")
+    last = table_rows(db, "SELECT eval_id FROM evaluations ORDER BY started_at DESC LIMIT 1")
+    assert eval_ids == last  # every checkpoint row was still written by the second evaluation
+    assert stored_keys_are_unique(db)
