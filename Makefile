@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/bon_estimator.py $(BENCH_FLAGS)
 	$(PY) bench/store.py $(BENCH_FLAGS)
 	$(PY) bench/memory.py $(BENCH_FLAGS)
+	$(PY) bench/engines.py $(BENCH_FLAGS)
 
 check: install
 	$(VENV)/bin/ruff check rlhf_eval tests dashboards

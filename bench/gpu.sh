@@ -16,8 +16,9 @@
 # 4. a timed end-to-end `rlhf-eval eval` of that policy (generation, KL, the 1B reward model) on
 #    64 prompts x 4 samples, with its peak host RSS;
 #    then bench/end_to_end.py --device cuda: the naive stack and rlhf-eval on the same GPU;
-# 5. the vLLM generation backend if installed and if `rlhf-eval eval` has a backend option
-#    (it has none today: skipped, with a message);
+# 5. if vLLM is installed, the same evaluation as step 4 with `--backend vllm`: its wall time next
+#    to step 4's and the mean KL of both (>= 0, and close: the same distribution sampled with
+#    other random numbers); else "vLLM not installed: skipped";
 # 6. bench/memory.py --quick if time is left (GPU_BENCH_MEMORY=0 skips it);
 # then prints a short summary. Every step runs under `timeout` against one overall deadline.
 #
@@ -120,12 +121,15 @@ done
 note "rlhf-eval eval: $SCALE policy vs reference, $SCALE reward model, 64 prompts x 4 samples, 64 new tokens ..."
 TIMER=()
 [[ -x /usr/bin/time ]] && TIMER=(/usr/bin/time -v -o "$OUT/eval_time.txt")
+# the evaluation's arguments (step 5 runs the same one with --backend vllm); the summary rows go to eval.json
+EVAL_ARGS=("$WORK/run/policy" --run gpu --ref "$WORK/ref" --suite "$WORK/prompts.jsonl" --proxy "$WORK/rm"
+  --gold "$WORK/gold.py:score" --samples 4 --max-new-tokens 64 --no-progress --no-analysis --json)
+EVAL_SECONDS=
 started=$SECONDS
-if step 150 "${TIMER[@]}" "${CLI[@]}" eval "$WORK/run/policy" --run gpu --ref "$WORK/ref" --suite "$WORK/prompts.jsonl" \
-  --proxy "$WORK/rm" --gold "$WORK/gold.py:score" --samples 4 --max-new-tokens 64 --db "$WORK/gpu.duckdb" \
-  --no-progress --no-analysis >"$OUT/eval.log" 2>&1; then
+if step 150 "${TIMER[@]}" "${CLI[@]}" eval "${EVAL_ARGS[@]}" --db "$WORK/gpu.duckdb" >"$OUT/eval.json" 2>"$OUT/eval.log"; then
+  EVAL_SECONDS=$((SECONDS - started))
   rss=$(awk -F': ' '/Maximum resident/ {printf "%.0f MB", $2 / 1024}' "$OUT/eval_time.txt" 2>/dev/null)
-  SUMMARY+=("eval end to end: $((SECONDS - started)) s for 2 x 256 samples (load 3 fp32 $SCALE models, generate, KL, score); peak host RSS ${rss:-n/a}")
+  SUMMARY+=("eval end to end: $EVAL_SECONDS s for 2 x 256 samples (load 3 fp32 $SCALE models, generate, KL, score); peak host RSS ${rss:-n/a}")
 else
   SUMMARY+=("eval end to end: failed or timed out after $((SECONDS - started)) s (see $OUT/eval.log)")
   tail -5 "$OUT/eval.log" >&2
@@ -156,14 +160,61 @@ else
 fi
 
 # -- 5. vLLM -----------------------------------------------------------------------------------
-if "$PY" -c "import vllm" >/dev/null 2>&1; then
-  if "${CLI[@]}" eval --help 2>/dev/null | grep -qi -- "--backend"; then
-    SUMMARY+=("vLLM installed and a --backend option exists: not wired into this script yet: skipped")
-  else
-    SUMMARY+=("vLLM installed, but rlhf-eval eval has no generation-backend option: skipped")
-  fi
-else
+# Step 4's evaluation with --backend vllm, in its own database (its samples have another
+# generation key anyway). The KL stage is the same for both (teacher-forced, under the sampling
+# distribution), so the two mean KLs estimate the same number from different samples.
+if ! "$PY" -c "import vllm" >/dev/null 2>&1; then
   SUMMARY+=("vLLM not installed: skipped")
+elif [[ $DEVICE != cuda ]]; then
+  SUMMARY+=("vLLM: skipped (it needs a CUDA GPU; this is a dry run on $DEVICE)")
+elif ! "${CLI[@]}" eval --help 2>/dev/null | grep -q -- "--backend"; then
+  SUMMARY+=("vLLM installed, but rlhf-eval eval has no --backend option: skipped")
+else
+  note "rlhf-eval eval --backend vllm: step 4's evaluation, generation by vLLM ..."
+  started=$SECONDS
+  if step 150 "${CLI[@]}" eval "${EVAL_ARGS[@]}" --backend vllm --db "$WORK/gpu_vllm.duckdb" \
+    >"$OUT/eval_vllm.json" 2>"$OUT/eval_vllm.log"; then
+    SUMMARY+=("$("$PY" - "$OUT/eval.json" "$OUT/eval_vllm.json" "${EVAL_SECONDS:-}" "$((SECONDS - started))" <<'EOF'
+import json, sys
+
+def rows(path):
+    try:
+        return {str(r.get("checkpoint")): r for r in json.load(open(path)) if r.get("kl") is not None}
+    except (OSError, ValueError):
+        return {}
+
+def half(r):
+    low, high = r.get("kl_ci_low"), r.get("kl_ci_high")
+    return (high - low) / 2 if low is not None and high is not None else None
+
+def pm(h):
+    return f" +- {h:.4f}" if h is not None else ""
+
+hf, vl = rows(sys.argv[1]), rows(sys.argv[2])
+hf_s = f"{sys.argv[3]} s" if sys.argv[3] else "n/a (step 4 failed)"
+parts = []
+for name in sorted(vl):
+    v, t = vl[name], hf.get(name)
+    if t is None:
+        parts.append(f"{name}: mean KL vLLM {v['kl']:.4f} (no transformers figure); >= 0: {'yes' if v['kl'] >= 0 else 'NO'}")
+        continue
+    hv, ht = half(v), half(t)
+    if hv is not None and ht is not None:
+        close, rule = abs(v["kl"] - t["kl"]) <= hv + ht, "95% CIs overlap"
+    else:
+        close, rule = abs(v["kl"] - t["kl"]) <= 0.2 * max(abs(t["kl"]), 1e-9), "within 20%"
+    parts.append(
+        f"{name}: mean KL vLLM {v['kl']:.4f}{pm(hv)} vs transformers {t['kl']:.4f}{pm(ht)}; "
+        f">= 0: {'yes' if min(v['kl'], t['kl']) >= 0 else 'NO'}; close ({rule}): {'yes' if close else 'NO'}"
+    )
+print(f"eval --backend vllm: {sys.argv[4]} s (engine start included) vs transformers {hf_s} (step 4's evaluation, other draws); "
+      + ("; ".join(parts) if parts else "no KL rows in its output (see eval_vllm.json)"))
+EOF
+)")
+  else
+    SUMMARY+=("eval --backend vllm: failed or timed out after $((SECONDS - started)) s (see $OUT/eval_vllm.log)")
+    tail -5 "$OUT/eval_vllm.log" >&2
+  fi
 fi
 
 # -- 6. memory (tiny models; the host RSS with CUDA in the process) ------------------------------

@@ -169,6 +169,22 @@ def eval_command(
     no_analysis: Annotated[
         bool, typer.Option("--no-analysis", help="Do not update the over-optimization analysis afterwards.")
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option("--backend", help="Generation backend: transformers, or vllm (CUDA GPU, extra [vllm])."),
+    ] = "transformers",
+    engine: Annotated[
+        str,
+        typer.Option("--engine", help="Where stages run: local (this process), or ray (a Ray cluster, extra [ray])."),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            "--ray-address",
+            help="With --engine ray: the cluster to join ('auto': this machine's); none: start a local one.",
+        ),
+    ] = None,
 ) -> None:
     """Discover checkpoints under PATHS, sample them on a suite, score, estimate KL, store, analyse."""
     from rlhf_eval.pipeline import EvalConfig, evaluate
@@ -196,7 +212,12 @@ def eval_command(
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         progress=not no_progress and sys.stderr.isatty(),
+        backend=backend,
+        engine=engine,
+        ray_address=ray_address,
     )
+    if ray_address is not None and engine != "ray":
+        raise UserInputError(f"--address {ray_address}: a Ray cluster is only used with --engine ray")
     result = evaluate(config)
     report_work(result, db)
     if result.cached:

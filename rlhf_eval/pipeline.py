@@ -29,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from rlhf_eval import faults, rows
+from rlhf_eval import faults, rows, stages
 from rlhf_eval.discover import CheckpointSpec, RunSpec, discover
 from rlhf_eval.errors import UserInputError
 from rlhf_eval.fingerprint import FileStat
@@ -50,7 +50,7 @@ from rlhf_eval.rewards import (
     member_stats,
     parse_ensemble,
 )
-from rlhf_eval.sampling import SamplingParams, sample_seed
+from rlhf_eval.sampling import SamplingParams
 from rlhf_eval.store import SCHEMA_VERSION, Store
 from rlhf_eval.units import (
     ModelUnit,
@@ -61,9 +61,6 @@ from rlhf_eval.units import (
     validate_checkpoint,
 )
 
-SAMPLER_VERSION = "inverse-cdf-v1"
-SCORE_CHUNK = 1024  # samples per call of a scorer (sorted into batches by length inside)
-FEATURE_CHUNK = 2048
 #: Samples of one model taken through all stages at a time (the most held in memory).
 UNIT_PART = 4096
 
@@ -93,6 +90,11 @@ class EvalConfig:
     trust_remote_code: bool = False
     token_budget: int = 16384
     progress: bool = True
+    #: Generation backend (``stages.BACKENDS``) and engine (``ENGINES``); ``ray_address``: the Ray
+    #: cluster to join (``auto``: the one this machine belongs to; None: start a local one).
+    backend: str = "transformers"
+    engine: str = "local"
+    ray_address: str | None = None
     #: Only these checkpoints of run dirs (``checkpoint-N`` names, ``final`` for the root model);
     #: None: all. ``rlhf-eval watch`` passes the complete ones, so half-written ones are never read.
     checkpoints: tuple[str, ...] | None = None
@@ -210,7 +212,8 @@ class Evaluation:
         self.tokenizers: dict[Path, Any] = {}
         self.store = Store(config.db)
         self.eval_id = content_hash("eval", time.time_ns(), uuid.uuid4().hex)
-        self.gen_key = content_hash("gen", asdict(self.params), self.seed, SAMPLER_VERSION)
+        self.sampler = stages.sampler_version(config.backend)
+        self.gen_key = content_hash("gen", asdict(self.params), self.seed, self.sampler)
         self.stats = WorkStats()
         self.hash_cache: dict[FileStat, str] = {}
         self.scorers: dict[str, Scorer] = {}
@@ -284,7 +287,7 @@ class Evaluation:
         self.store.stage("suites", suites)
         self.store.stage("prompts", prompts)
         self.store.stage(
-            "generation_configs", [rows.generation_config_row(self.gen_key, self.params, self.seed, SAMPLER_VERSION)]
+            "generation_configs", [rows.generation_config_row(self.gen_key, self.params, self.seed, self.sampler)]
         )
         self.store.stage("scorers", [rows.scorer_row(s) for s in self.scorers.values()])
         for role, members in (("proxy", self.proxy_ids), ("gold", self.gold_ids)):
@@ -378,6 +381,12 @@ class Evaluation:
             self.ref_model = load_causal_lm(self.ref_dir, self.options)
             self.stats.models_loaded += 1
 
+    def evaluate_units(self, units: Sequence[ModelUnit], ref_fp: str) -> None:
+        """Compute and stage every missing row of every unit, one unit after the other (the Ray
+        engine overrides this: ``ray_engine.py``)."""
+        for unit in units:
+            self.evaluate_unit(unit, ref_fp)
+
     def evaluate_unit(self, unit: ModelUnit, ref_fp: str) -> None:
         plan = self.planned(unit.fingerprint)
         policy: Any = None
@@ -404,7 +413,8 @@ class Evaluation:
             samples = stored.samples
             if any(p.sample_id not in samples for p in part):
                 sampled.update(p.prompt.prompt_id for p in part)
-                truncated.update(self.generate(unit, label, part, samples, get_policy(), tokenizer))
+                model_dir = self.ref_dir if unit.fingerprint == ref_fp else unit.spec.path
+                truncated.update(self.generate(unit, model_dir, label, part, samples, get_policy, tokenizer))
             self.compute_kl(unit, label, part, samples, get_policy, tokenizer, ref_fp, stored.kl)
             self.compute_scores(label, part, samples, stored.scores)
             self.compute_features(part, samples, stored.features)
@@ -415,9 +425,19 @@ class Evaluation:
                 f"{unit.label}: {len(truncated)} of {len(sampled)} prompts exceed the context minus max_new_tokens "
                 f"and were cut to their last {self.max_prompt_tokens} tokens (stored with prompt_truncated = true)"
             )
+        self.finish_unit(unit, computed=self.stats.work_done != work_before)
+        if policy is not None and policy is not self.ref_model:
+            loaded = weakref.ref(policy)
+            del policy
+            if loaded() is not None:  # held by a reference cycle: free its weights before the next loads
+                gc.collect()
+
+    def finish_unit(self, unit: ModelUnit, *, computed: bool) -> None:
+        """Every row of ``unit`` is staged or stored: stage its checkpoint rows, and refresh their
+        aggregates when this run ``computed`` rows for it or they are stale."""
         keys = unit_checkpoints([unit])
         self.store.stage("checkpoints", rows.checkpoint_rows([unit], self.checkpoint_common))
-        changed = self.stats.work_done != work_before or not set(keys) <= self.current
+        changed = computed or not set(keys) <= self.current
         if changed:
             self.store.stage_refresh(keys)  # its rows are complete: aggregate them
         faults.reach("unit.complete")
@@ -425,46 +445,33 @@ class Evaluation:
             self.store.flush(wait=False)  # the checkpoint shows up now, or with the next flush
         else:  # readers already see it as it is: its row rides with the next flush (a resume
             self.store.maybe_flush()  # over many finished checkpoints opens the file half as often)
-        if policy is not None and policy is not self.ref_model:
-            loaded = weakref.ref(policy)
-            del policy
-            if loaded() is not None:  # held by a reference cycle: free its weights before the next loads
-                gc.collect()
 
     def generate(
         self,
         unit: ModelUnit,
+        model_dir: Path,
         label: str,
         plan: Sequence[PlannedSample],
         samples: dict[str, dict[str, Any]],
-        policy: Any,
+        get_policy: Any,
         tokenizer: Any,
     ) -> set[str]:
         """Sample what ``plan`` lacks; returns the ids of its prompts that were cut to fit."""
-        from rlhf_eval.generate import GenerationRequest, TransformersBackend, encode_prompts
+        from rlhf_eval.generate import encode_prompts
 
         prompts = list({p.prompt.prompt_id: p.prompt for p in plan}.values())
         encoded = {e.prompt.prompt_id: e for e in encode_prompts(prompts, tokenizer, self.max_prompt_tokens)}
-        backend = TransformersBackend(policy, tokenizer, self.params, token_budget=self.config.token_budget)
-        requests = [
-            GenerationRequest(
-                p.sample_id,
-                encoded[p.prompt.prompt_id],
-                p.sample_idx,
-                sample_seed(self.seed, p.prompt.prompt_id, p.sample_idx),
-            )
-            for p in plan
-        ]
+        backend = stages.make_backend(
+            self.config.backend, get_policy, tokenizer, self.params, self.options, self.config.token_budget,
+            model_dir, unit.spec.base,
+        )  # fmt: skip
+        requests = stages.generation_requests(plan, encoded, self.seed)
         batches = backend.plan(requests)
         for batch in progress(batches, len(batches), f"{label} generate", self.config.progress):
-            if all(r.sample_id in samples for r in batch):
+            if not stages.todo(batch, samples):
                 continue
-            generated = []
-            for out in backend.generate(batch):
-                if out.request.sample_id not in samples:
-                    row = rows.sample_row(out, unit.fingerprint, self.gen_key, self.eval_id)
-                    generated.append(row)
-                    samples[out.request.sample_id] = row
+            generated = stages.sample_rows(backend, batch, samples, unit.fingerprint, self.gen_key, self.eval_id)
+            samples.update((row["sample_id"], row) for row in generated)
             self.store.stage("samples", generated, fresh=True)  # missing when looked up, staged once
             faults.reach("generate.batch")
             self.stats.samples_generated += len(generated)
@@ -482,38 +489,22 @@ class Evaluation:
         ref_fp: str,
         done: set[str],
     ) -> None:
-        from rlhf_eval.kl import KLItem, estimate_kl, plan_kl_batches
-
         if all(p.sample_id in done for p in plan):
             return
+        ids = part_ids(plan)
         if unit.fingerprint == ref_fp and self.params.is_raw:
-            zero = [
-                rows.zero_kl_row(p.sample_id, ref_fp, len(samples[p.sample_id]["token_ids"]))
-                for p in plan
-                if p.sample_id not in done
-            ]
+            zero = stages.zero_kl_rows(ids, samples, done, ref_fp)
             self.store.stage("kl", zero, fresh=True)
             self.stats.kl_computed += len(zero)
             return
         policy = get_policy()
         self.load_reference()
-        items = [
-            KLItem(
-                p.sample_id, tuple(samples[p.sample_id]["prompt_token_ids"]), tuple(samples[p.sample_id]["token_ids"])
-            )
-            for p in plan
-        ]
-        vocab = int(policy.config.vocab_size)
-        batches = plan_kl_batches(items, self.config.token_budget, vocab, logit_budget=64 * 1024 * 1024)
+        batches = stages.plan_kl(stages.kl_items(ids, samples), self.config.token_budget, int(policy.config.vocab_size))
         pad = int(tokenizer.pad_token_id)
         for batch in progress(batches, len(batches), f"{label} KL", self.config.progress):
-            if all(item.sample_id in done for item in batch):
+            if not stages.todo(batch, done):
                 continue
-            estimates = [
-                rows.kl_row(e, ref_fp)
-                for e in estimate_kl(policy, self.ref_model, batch, self.params, pad)
-                if e.sample_id not in done
-            ]
+            estimates = stages.kl_rows(policy, self.ref_model, batch, self.params, pad, done, ref_fp)
             self.store.stage("kl", estimates, fresh=True)
             faults.reach("kl.batch")
             self.stats.kl_computed += len(estimates)
@@ -529,18 +520,15 @@ class Evaluation:
         in_ensemble = {m for members in (self.proxy_ids, self.gold_ids) if len(members) > 1 for m in members}
         for scorer_id, scorer in self.scorers.items():
             known = stored[scorer_id]
-            chunks = [plan[i : i + SCORE_CHUNK] for i in range(0, len(plan), SCORE_CHUNK)]
+            chunks = stages.plan_chunks(plan, stages.SCORE_CHUNK)
             for chunk in progress(chunks, len(chunks), f"{label} {scorer.kind} {scorer.name}", self.config.progress):
-                if all(p.sample_id in known for p in chunk):
+                if not stages.todo(chunk, known):
                     continue
-                values = scorer.score([p.prompt for p in chunk], [samples[p.sample_id]["response"] for p in chunk])
-                staged = []
-                for p, value in zip(chunk, values, strict=True):
-                    if p.sample_id in known:
-                        continue
-                    known[p.sample_id] = value
-                    staged.append({"sample_id": p.sample_id, "scorer_id": scorer_id, "value": value})
-                    self.stats.null_scores += value is None
+                ids = part_ids(chunk)
+                staged = stages.score_rows(scorer, scorer_id, [p.prompt for p in chunk], ids, samples, known)
+                for row in staged:
+                    known[row["sample_id"]] = row["value"]
+                    self.stats.null_scores += row["value"] is None
                 self.store.stage("scores", staged, fresh=True)
                 faults.reach("scores.chunk")
                 self.stats.scores_computed += len(staged)
@@ -559,18 +547,9 @@ class Evaluation:
         samples: dict[str, dict[str, Any]],
         have: dict[str, set[tuple[str, int]]],
     ) -> None:
-        from rlhf_eval.detectors import REGISTRY, run_detectors
-
-        current = {(d.name, d.version) for d in REGISTRY.values()}
-        todo = [p for p in plan if not current <= have.get(p.sample_id, set())]
-        for start in range(0, len(todo), FEATURE_CHUNK):
-            chunk = todo[start : start + FEATURE_CHUNK]
-            values = run_detectors([samples[p.sample_id]["response"] for p in chunk])
-            feature_rows = [
-                {"sample_id": p.sample_id, "feature": name, "version": REGISTRY[name].version, "value": values[name][i]}
-                for i, p in enumerate(chunk)
-                for name in values
-            ]
+        todo = stages.features_todo(part_ids(plan), have)
+        for chunk in stages.plan_chunks(todo, stages.FEATURE_CHUNK):
+            feature_rows = stages.feature_rows(chunk, samples)
             # a sample with no stored features gets all of them fresh; one with some (a detector
             # added or its version changed) replaces them, checked against the stored keys
             for fresh in (True, False):
@@ -645,8 +624,7 @@ class Evaluation:
             self.store.flush()
             self.current = self.current_aggregates(units, ref_fp, names)
             try:
-                for unit in units:
-                    self.evaluate_unit(unit, ref_fp)
+                self.evaluate_units(units, ref_fp)
                 if self.compute_ensembles(units, ref_fp):
                     self.store.stage_refresh(unit_checkpoints(units))  # ensemble scores complete them
             except UserInputError:
@@ -802,6 +780,24 @@ def unit_checkpoints(units: Sequence[ModelUnit]) -> list[tuple[str, str]]:
     return [(c.run, c.checkpoint) for unit in units for c in unit.checkpoints]
 
 
+#: Where the stages run (``--engine``): this process, or a Ray cluster (``ray_engine.py``).
+ENGINES = ("local", "ray")
+
+
 def evaluate(config: EvalConfig) -> EvalResult:
-    """Evaluate every checkpoint under ``config.paths``; see ``Evaluation``."""
+    """Evaluate every checkpoint under ``config.paths``; see ``Evaluation`` (``--engine local``)
+    and ``ray_engine.RayEvaluation`` (``--engine ray``)."""
+    if config.backend not in stages.BACKENDS:
+        raise UserInputError(f"--backend {config.backend}: use one of {', '.join(stages.BACKENDS)}")
+    if config.engine not in ENGINES:
+        raise UserInputError(f"--engine {config.engine}: use one of {', '.join(ENGINES)}")
+    if config.backend == "vllm":
+        from rlhf_eval.vllm_backend import require_vllm
+
+        require_vllm()  # before anything is loaded or written
+    if config.engine == "ray":
+        from rlhf_eval.ray_engine import RayEvaluation, require_ray
+
+        require_ray()
+        return RayEvaluation(config).run()
     return Evaluation(config).run()

@@ -502,8 +502,12 @@ class Store:
         stored keys."""
         if not rows:
             return
-        mode, schema = TABLES[table]
-        self._write_shard(table, pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema), fresh=fresh)
+        self._write_shard(table, encode_rows(table, rows), fresh=fresh)
+
+    def stage_parquet(self, table: str, payload: bytes, *, fresh: bool = False) -> None:
+        """Stage a shard encoded elsewhere (``parquet_bytes``, e.g. by a Ray worker): written as
+        ``stage`` writes its own, with the same promise for ``fresh``."""
+        self._write_shard(table, payload, fresh=fresh)
 
     def stage_refresh(self, keys: Sequence[tuple[str, str]]) -> None:
         """Ask the next flush to recompute the aggregates of these (run, checkpoint) pairs
@@ -514,12 +518,15 @@ class Store:
         runs, checkpoints = zip(*sorted(set(keys)), strict=True)
         self._write_shard(REFRESH_SHARD, pa.table({"run": list(runs), "checkpoint": list(checkpoints)}))
 
-    def _write_shard(self, table: str, data: pa.Table, *, fresh: bool = False) -> None:
+    def _write_shard(self, table: str, data: pa.Table | bytes, *, fresh: bool = False) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
         name = shard_name(table, fresh=fresh)
         tmp = self.staging / (name + ".tmp")
         try:
-            pq.write_table(data, tmp)
+            if isinstance(data, bytes):
+                tmp.write_bytes(data)
+            else:
+                pq.write_table(data, tmp)
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
         except OSError as exc:  # a full disk, a read-only or vanished folder
@@ -613,6 +620,19 @@ class Store:
                 return [con.execute(sql, list(params)).fetchall() for sql, params in statements]
         finally:
             con.close()
+
+
+def encode_rows(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """Rows as the Arrow table a shard of ``table`` holds: its schema, one row per key."""
+    mode, schema = TABLES[table]
+    return pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema)
+
+
+def parquet_bytes(table: str, rows: Sequence[dict[str, Any]]) -> bytes:
+    """A shard of ``table`` encoded in memory, for ``Store.stage_parquet``."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(encode_rows(table, rows), sink)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def shard_name(table: str, *, fresh: bool = False) -> str:
