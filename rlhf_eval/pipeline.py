@@ -286,9 +286,8 @@ class Evaluation:
         suites, prompts = rows.suite_rows(self.suite)
         self.store.stage("suites", suites)
         self.store.stage("prompts", prompts)
-        self.store.stage(
-            "generation_configs", [rows.generation_config_row(self.gen_key, self.params, self.seed, self.sampler)]
-        )
+        generation = rows.generation_config_row(self.gen_key, self.params, self.seed, self.sampler, self.config.backend)
+        self.store.stage("generation_configs", [generation])
         self.store.stage("scorers", [rows.scorer_row(s) for s in self.scorers.values()])
         for role, members in (("proxy", self.proxy_ids), ("gold", self.gold_ids)):
             if len(members) > 1:

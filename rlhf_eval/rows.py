@@ -47,8 +47,10 @@ def suite_rows(suite: Suite) -> tuple[list[Row], list[Row]]:
     return [head], prompts
 
 
-def generation_config_row(gen_key: str, params: SamplingParams, seed: int, sampler: str) -> Row:
-    config = {**params.__dict__, "seed": seed, "sampler": sampler, "backend": "transformers"}
+def generation_config_row(
+    gen_key: str, params: SamplingParams, seed: int, sampler: str, backend: str = "transformers"
+) -> Row:
+    config = {**params.__dict__, "seed": seed, "sampler": sampler, "backend": backend}
     return {"gen_key": gen_key, "config": json.dumps(config)}
 
 

@@ -516,3 +516,75 @@ def test_encoded_prompt_ids_reach_vllm_unchanged(fake_vllm: type[FakeLLM], gpt2_
     encoded = EncodedPrompt(Prompt("p", 0, text="ignored"), (4, 5, 6), False)
     backend.generate([GenerationRequest("s", encoded, 0, 123)])
     assert fake_vllm.instances[0].calls[0]["prompts"] == [{"prompt_token_ids": [4, 5, 6]}]
+
+
+# -- through the evaluator ----------------------------------------------------------------------
+
+
+def test_eval_with_the_vllm_backend_stores_its_tokens_and_recomputes_kl(
+    fake_vllm: type[FakeLLM], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpt2_ref: Path, gpt2_variant_a: Path,
+    lora_dir: Path, reward_model_dir: Path,
+) -> None:  # fmt: skip
+    """``rlhf-eval eval --backend vllm``: the engine's tokens are stored (EOS included), its
+    samples get their own generation key (a transformers run on the same database samples
+    again instead of reusing them), the adapter is served unmerged on its base, and KL is the
+    teacher-forced one of the stored tokens (recomputed here with the policy's own forward)."""
+    import duckdb
+    from typer.testing import CliRunner
+
+    from rlhf_eval.cli import app
+    from rlhf_eval.models import load_causal_lm
+
+    # the evaluator's own models stay on the CPU; only the (fake) engine "has" the GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(vllm_backend, "require_vllm", lambda: None)
+    suite = tmp_path / "prompts.jsonl"
+    suite.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["the cat sat", "explain why sky is blue"]))
+    gold = tmp_path / "gold.py"
+    gold.write_text("def score(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    db = tmp_path / "vllm.duckdb"
+    args = [
+        "eval", str(gpt2_variant_a), str(lora_dir), "--ref", str(gpt2_ref), "--suite", str(suite),
+        "--proxy", str(reward_model_dir), "--gold", f"{gold}:score", "--db", str(db), "--samples", "3",
+        "--max-new-tokens", "6", "--no-progress", "--no-analysis",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--backend", "vllm"])
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        (config,) = con.execute("SELECT config FROM generation_configs").fetchone()
+        stored = con.execute(
+            "SELECT s.sample_id, s.model_fp, s.prompt_token_ids, s.token_ids, s.ended_eos, k.logp_policy, k.k1 "
+            "FROM samples s JOIN kl k USING (sample_id) ORDER BY s.sample_id"
+        ).fetchall()
+    finally:
+        con.close()
+    config = json.loads(config)
+    assert (config["sampler"], config["backend"]) == (vllm_backend.SAMPLER_VERSION, "vllm")
+    assert len(stored) == 3 * 2 * 3  # reference, policy, adapter x 2 prompts x 3 samples
+    assert any(
+        llm.kwargs.get("enable_lora") and llm.kwargs["model"] == str(gpt2_ref.resolve()) for llm in fake_vllm.instances
+    )
+    assert all(ids[-1] == EOS for _, _, _, ids, eos, _, _ in stored if eos)
+    # KL of the policy's samples: the teacher-forced log-prob of the stored tokens (vLLM gave none)
+    policy = load_causal_lm(gpt2_variant_a, LoadOptions())
+    checked = 0
+    for _, _model_fp, prompt_ids, token_ids, _, logp_policy, k1 in stored:
+        if logp_policy is None:  # the reference against itself: exactly 0
+            assert k1 == 0.0
+            continue
+        ids = torch.tensor([list(prompt_ids) + list(token_ids)])
+        with torch.no_grad():
+            logits = policy(ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(token_ids)[:, None]).sum().item()
+        if abs(expected - logp_policy) < 1e-4 * max(1.0, abs(expected)):
+            checked += 1
+    assert checked >= 6, checked  # every sample of the full-weights policy
+    # the transformers backend on the same database draws its own samples
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT count(*), count(DISTINCT gen_key) FROM samples").fetchone() == (36, 2)
+    finally:
+        con.close()
