@@ -435,10 +435,19 @@ def sample_page(
         + """) AS position FROM scored_ranks
 ), page AS (
     SELECT * FROM ordered ORDER BY position LIMIT ? OFFSET ?
+), ref_samples AS (  -- the reference's samples of the page's prompts only (no detector features needed)
+    SELECT s.sample_id, s.prompt_id, s.sample_idx, s.response, s.n_tokens, c.proxy_scorer, c.gold_scorer
+    FROM checkpoints c
+    JOIN samples s
+      ON s.model_fp = c.model_fp AND s.gen_key = c.gen_key AND s.sample_idx < c.samples_per_prompt
+    WHERE c.run = ? AND c.is_reference AND s.prompt_id IN (SELECT prompt_id FROM page)
+), ref_scores AS (
+    SELECT sample_id, scorer_id, value FROM scores WHERE sample_id IN (SELECT sample_id FROM ref_samples)
 ), ref AS (
-    SELECT s.prompt_id, s.sample_idx, s.response, s.proxy_reward, s.gold_reward, s.n_tokens
-    FROM run_samples(?, checkpoint_names := (SELECT list(checkpoint) FROM checkpoints WHERE run = ? AND is_reference)) s
-    WHERE s.is_reference AND s.prompt_id IN (SELECT prompt_id FROM page)
+    SELECT r.prompt_id, r.sample_idx, r.response, px.value AS proxy_reward, gd.value AS gold_reward, r.n_tokens
+    FROM ref_samples r
+    LEFT JOIN ref_scores px ON px.sample_id = r.sample_id AND px.scorer_id = r.proxy_scorer
+    LEFT JOIN ref_scores gd ON gd.sample_id = r.sample_id AND gd.scorer_id = r.gold_scorer
 )
 SELECT r.position, r.run, r.checkpoint, r.step, r.sample_id, r.prompt_id, r.prompt_idx, r.sample_idx, r.prompt,
        r.response, r.n_tokens, r.ended_eos, r.proxy_reward, r.gold_reward, r.kl_full, r.kl_k1, r.kl_k3,
@@ -451,7 +460,7 @@ FROM page r
 LEFT JOIN ref f ON f.prompt_id = r.prompt_id AND f.sample_idx = r.sample_idx
 ORDER BY r.position"""
     )
-    return fetch_dicts(db, sql, [run, checkpoint, *_search_params(search), int(limit), int(offset), run, run])
+    return fetch_dicts(db, sql, [run, checkpoint, *_search_params(search), int(limit), int(offset), run])
 
 
 def repeated_ngram_spans(text: str, n: int = 4) -> list[tuple[int, int]]:

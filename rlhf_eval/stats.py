@@ -70,19 +70,25 @@ WITH target AS (
     JOIN samples s
       ON s.model_fp = c.model_fp AND s.gen_key = c.gen_key AND s.prompt_id = p.prompt_id
      AND s.sample_idx < c.samples_per_prompt
+), ids AS (
+    SELECT DISTINCT sample_id FROM cs
 ), feats AS (
     SELECT f.sample_id,
         {_PIVOT}
     FROM features f
-    WHERE f.sample_id IN (SELECT sample_id FROM cs)
+    WHERE f.sample_id IN (SELECT sample_id FROM ids)
     GROUP BY f.sample_id
+), k AS (  -- the selected samples' rows only: a LEFT JOIN to a whole table hashes all of it
+    SELECT * FROM kl WHERE sample_id IN (SELECT sample_id FROM ids)
+), sc AS (
+    SELECT sample_id, scorer_id, value FROM scores WHERE sample_id IN (SELECT sample_id FROM ids)
 ), r AS (
     SELECT cs.*, k.k1, k.k2, k.k3, k.kl_full, px.value AS proxy_reward, gd.value AS gold_reward,
            feats.* EXCLUDE (sample_id)
     FROM cs
-    LEFT JOIN kl k ON k.sample_id = cs.sample_id AND k.ref_fp = cs.ref_fp
-    LEFT JOIN scores px ON px.sample_id = cs.sample_id AND px.scorer_id = cs.proxy_scorer
-    LEFT JOIN scores gd ON gd.sample_id = cs.sample_id AND gd.scorer_id = cs.gold_scorer
+    LEFT JOIN k ON k.sample_id = cs.sample_id AND k.ref_fp = cs.ref_fp
+    LEFT JOIN sc px ON px.sample_id = cs.sample_id AND px.scorer_id = cs.proxy_scorer
+    LEFT JOIN sc gd ON gd.sample_id = cs.sample_id AND gd.scorer_id = cs.gold_scorer
     LEFT JOIN feats ON feats.sample_id = cs.sample_id
 ), per_prompt AS (
     SELECT run, checkpoint, prompt_id,

@@ -39,7 +39,7 @@ def test_migrations_create_tables_and_views_once(tmp_path: Path) -> None:
     assert store.migrate() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION  # second run applies nothing
     versions = store.query("SELECT version FROM schema_migrations ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,)]
     views = {r[0] for r in store.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")}
     assert {"checkpoint_summary", "checkpoint_samples", "overoptimization"} <= views
     assert primary_keys(store) == {t for t in TABLES if t not in UNINDEXED} | {"checkpoint_stats", "schema_migrations"}
@@ -57,7 +57,7 @@ def test_a_version_1_database_upgrades_in_place_keeping_its_rows(tmp_path: Path)
     con.execute("INSERT INTO scores VALUES ('s0', 'rm', 1.5)")
     con.close()
     store = Store(path)
-    assert store.migrate() == SCHEMA_VERSION == 4
+    assert store.migrate() == SCHEMA_VERSION == 5
     assert store.query("SELECT * FROM scores") == [("s0", "rm", 1.5)]
     assert store.query("SELECT count(*) FROM overoptimization") == [(0,)]
 

@@ -98,20 +98,36 @@ def load_run(
     return load_rl_run(con, run, estimator, length_buckets, only)
 
 
+#: The name ``load_rl_run`` registers the run's ``run_samples`` rows under, for its aggregates.
+RUN_ROWS = "run_rows"
+
+
 def per_prompt_sql(kl_estimator: str) -> str:
     # kl_estimator and the value names are fixed identifiers from this module, never user text.
     values = ", ".join(f"avg({name}::DOUBLE) AS {name}" for name in SAMPLE_VALUES)
     return (
         f"SELECT checkpoint, step, is_reference, method, prompt_id, avg({kl_estimator}) AS kl, "
         f"avg(ln(1 + n_tokens)) AS log_length, {values} "
-        "FROM run_samples(?, checkpoint_names := ?) GROUP BY checkpoint, step, is_reference, method, prompt_id"
+        f"FROM {RUN_ROWS} GROUP BY checkpoint, step, is_reference, method, prompt_id"
     )
 
 
 def load_rl_run(
     con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, length_buckets: int, only: list[str] | None = None
 ) -> RunData:
-    rows = fetch(con, per_prompt_sql(kl_estimator), [run, only])
+    """A run's curve and per-sample data. ``run_samples`` is read once (without the texts) and
+    every aggregate below runs over that table: each read of it scans the whole features table."""
+    relation = con.sql("SELECT * EXCLUDE (response) FROM run_samples(?, checkpoint_names := ?)", params=[run, only])
+    table = (getattr(relation, "to_arrow_table", None) or relation.arrow)()  # DuckDB 2 / DuckDB 1
+    con.register(RUN_ROWS, table)
+    try:
+        return curve_of_rows(con, run, kl_estimator, length_buckets)
+    finally:
+        con.unregister(RUN_ROWS)
+
+
+def curve_of_rows(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, length_buckets: int) -> RunData:
+    rows = fetch(con, per_prompt_sql(kl_estimator), [])
     if not rows:
         raise UserInputError(f"run {run!r}: no evaluated samples in the database; evaluate it with `rlhf-eval eval`")
     points = sorted(
@@ -134,13 +150,12 @@ def load_rl_run(
             matrices[name][i, j] = np.nan if value is None else value
     reference = fetch_arrays(
         con,
-        "SELECT proxy_reward, gold_reward, n_tokens FROM run_samples(?, checkpoint_names := ?) WHERE is_reference "
-        "ORDER BY prompt_id, sample_idx",
-        [run, only],
+        f"SELECT proxy_reward, gold_reward, n_tokens FROM {RUN_ROWS} WHERE is_reference ORDER BY prompt_id, sample_idx",
+        [],
     )
     ref_gold, ref_proxy, ref_lengths = reference["gold_reward"], reference["proxy_reward"], reference["n_tokens"]
     edges = bucket_edges(ref_lengths, length_buckets)
-    shares = bucket_shares(con, run, edges, labels, prompt_ids, only)
+    shares = bucket_shares(con, edges, labels, prompt_ids)
     metrics = {
         "proxy": matrices["proxy_reward"],
         "gold": matrices["gold_reward"],
@@ -161,24 +176,19 @@ def load_rl_run(
         kl_estimator=kl_estimator,
         prompt_ids=tuple(prompt_ids),
     )
-    disagreement = ensemble_disagreements(con, run, only)
-    return RunData(curve, ref_gold, ref_lengths, edges, rl_taus(con, run, only), {}, {}, disagreement)
+    disagreement = ensemble_disagreements(con, run)
+    return RunData(curve, ref_gold, ref_lengths, edges, rl_taus(con), {}, {}, disagreement)
 
 
 def bucket_shares(
-    con: duckdb.DuckDBPyConnection,
-    run: str,
-    edges: Sequence[float],
-    labels: Sequence[str],
-    prompt_ids: Sequence[str],
-    only: list[str] | None = None,
+    con: duckdb.DuckDBPyConnection, edges: Sequence[float], labels: Sequence[str], prompt_ids: Sequence[str]
 ) -> dict[str, NDArray[np.float64]]:
     """``length_bucket_<b>`` -> (K, P) share of each point's samples on each prompt in bucket b."""
     rows = fetch(
         con,
         "SELECT checkpoint, prompt_id, len(list_filter(?::DOUBLE[], lambda e: e <= n_tokens)) AS bucket, count(*) AS n "
-        "FROM run_samples(?, checkpoint_names := ?) GROUP BY checkpoint, prompt_id, bucket",
-        [list(edges), run, only],
+        f"FROM {RUN_ROWS} GROUP BY checkpoint, prompt_id, bucket",
+        [list(edges)],
     )
     position = {label: i for i, label in enumerate(labels)}
     column = {pid: j for j, pid in enumerate(prompt_ids)}
@@ -191,21 +201,20 @@ def bucket_shares(
     return {f"length_bucket_{b}": shares[b] for b in range(len(edges) + 1)}
 
 
-def rl_taus(con: duckdb.DuckDBPyConnection, run: str, only: list[str] | None = None) -> dict[str, float]:
+def rl_taus(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     """Kendall tau-b between proxy and gold over each checkpoint's samples."""
     from rlhf_eval.analysis.agreement import kendall_tau
 
     columns = con.execute(
-        "SELECT checkpoint, proxy_reward, gold_reward FROM run_samples(?, checkpoint_names := ?) "
-        "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL ORDER BY checkpoint, prompt_id, sample_idx",
-        [run, only],
+        f"SELECT checkpoint, proxy_reward, gold_reward FROM {RUN_ROWS} "
+        "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL ORDER BY checkpoint, prompt_id, sample_idx"
     ).fetchnumpy()  # arrays, not a Python object per value
     labels = np.asarray(columns["checkpoint"], dtype=object)
     proxy, gold = (np.asarray(columns[name], dtype=np.float64) for name in ("proxy_reward", "gold_reward"))
     return {str(label): kendall_tau(proxy[labels == label], gold[labels == label]) for label in dict.fromkeys(labels)}
 
 
-def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str, only: list[str] | None = None) -> dict[str, float]:
+def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str, float]:
     """Mean disagreement of the proxy ensemble over each checkpoint's samples (empty when the
     run's proxy is a single scorer): members standardized on the reference's samples."""
     import json
@@ -224,10 +233,10 @@ def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str, only: list[
     rows = fetch(
         con,
         "SELECT cs.checkpoint, cs.is_reference, cs.sample_id, sc.scorer_id, sc.value "
-        "FROM run_samples(?, checkpoint_names := ?) cs JOIN scores sc ON sc.sample_id = cs.sample_id "
+        f"FROM {RUN_ROWS} cs JOIN scores sc ON sc.sample_id = cs.sample_id "
         "WHERE list_contains(?, sc.scorer_id) AND sc.value IS NOT NULL "
         "ORDER BY cs.checkpoint, cs.sample_id, sc.scorer_id",
-        [run, only, members],
+        [members],
     )
     by_sample: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     reference: dict[str, list[float]] = defaultdict(list)
