@@ -315,16 +315,25 @@ def part_complete(part: Sequence[PlannedSample], stored: StoredPart) -> bool:
     )
 
 
+#: Model stages (generate, KL, rewards): on a cluster with fewer GPUs than this, they share each GPU.
+MODEL_STAGES = 3
+
+
 def stage_resources() -> dict[str, Any]:
-    """``map_batches`` resources of a model stage: a GPU per actor and up to one actor per GPU;
-    without GPUs one actor (a whole CPU where there are 4 or more, else half of one)."""
+    """``map_batches`` resources of a model stage. With at least one GPU per model stage, an
+    actor takes a whole GPU and each pool scales up to one actor per GPU; with fewer GPUs (one
+    or two on a workstation) each actor takes a third of one, so the three stages run side by
+    side on it (their models then share its memory). Without GPUs, one actor per stage (a whole
+    CPU where there are 4 or more, else half of one)."""
     import ray
     from ray.data import ActorPoolStrategy
 
     available = ray.cluster_resources()
     gpus = int(available.get("GPU", 0))
-    if gpus:
+    if gpus >= MODEL_STAGES:
         return {"num_gpus": 1, "compute": ActorPoolStrategy(min_size=1, max_size=gpus)}
+    if gpus:
+        return {"num_gpus": 1 / MODEL_STAGES, "compute": ActorPoolStrategy(min_size=1, max_size=gpus)}
     return {"num_cpus": 1 if available.get("CPU", 1) >= 4 else 0.5, "compute": ActorPoolStrategy(size=1)}
 
 

@@ -171,3 +171,27 @@ def test_missing_engines_and_backends_fail_with_the_install_line(
     code, err = run_cli("eval", str(gpt2_ref), *args, "--engine", "ray")
     assert code == 2 and "Ray is not installed; pip install 'rlhf-eval[ray]'" in err
     assert not db.exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({"CPU": 2.0}, {"num_cpus": 0.5, "sizes": (1, 1)}),
+        ({"CPU": 16.0}, {"num_cpus": 1, "sizes": (1, 1)}),
+        ({"CPU": 16.0, "GPU": 1.0}, {"num_gpus": 1 / 3, "sizes": (1, 1)}),
+        ({"CPU": 64.0, "GPU": 8.0}, {"num_gpus": 1, "sizes": (1, 8)}),
+    ],
+)
+def test_model_stages_are_sized_per_gpu(
+    monkeypatch: pytest.MonkeyPatch, resources: dict[str, float], expected: dict[str, object]
+) -> None:
+    """A GPU per actor and up to one actor per GPU; three stages share a GPU on a one-GPU machine."""
+    import ray
+
+    from rlhf_eval.ray_engine import stage_resources
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: resources)
+    got = stage_resources()
+    pool = got.pop("compute")
+    assert (pool.min_size, pool.max_size) == expected.pop("sizes")
+    assert got == expected
