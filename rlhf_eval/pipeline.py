@@ -1,8 +1,9 @@
 """The local runner: discover -> generate -> KL, rewards, detectors -> store.
 
-Every stage is a batch function (``TransformersBackend.generate``, ``estimate_kl``,
-``Scorer.score``, ``run_detectors``); this module plans the work, skips what the database
-already holds, and stages each finished batch (``store.py``).
+Every stage is a batch function (``stages.py``: generation through a backend, KL, scores,
+detector features); this module plans the work, skips what the database already holds, and
+stages each finished batch (``store.py``). ``ray_engine.py`` runs the same functions on a Ray
+cluster.
 
 A model's work list is cut into fixed parts of ``UNIT_PART`` samples (its plan, in suite order),
 and each part goes through every stage before the next starts: only one part's samples (token
@@ -412,8 +413,9 @@ class Evaluation:
             samples = stored.samples
             if any(p.sample_id not in samples for p in part):
                 sampled.update(p.prompt.prompt_id for p in part)
-                model_dir = self.ref_dir if unit.fingerprint == ref_fp else unit.spec.path
-                truncated.update(self.generate(unit, model_dir, label, part, samples, get_policy, tokenizer))
+                is_ref = unit.fingerprint == ref_fp
+                model_dir, base = (self.ref_dir, None) if is_ref else (unit.spec.path, unit.spec.base)
+                truncated.update(self.generate(unit, model_dir, base, label, part, samples, get_policy, tokenizer))
             self.compute_kl(unit, label, part, samples, get_policy, tokenizer, ref_fp, stored.kl)
             self.compute_scores(label, part, samples, stored.scores)
             self.compute_features(part, samples, stored.features)
@@ -449,6 +451,7 @@ class Evaluation:
         self,
         unit: ModelUnit,
         model_dir: Path,
+        adapter_base: Path | None,
         label: str,
         plan: Sequence[PlannedSample],
         samples: dict[str, dict[str, Any]],
@@ -462,7 +465,7 @@ class Evaluation:
         encoded = {e.prompt.prompt_id: e for e in encode_prompts(prompts, tokenizer, self.max_prompt_tokens)}
         backend = stages.make_backend(
             self.config.backend, get_policy, tokenizer, self.params, self.options, self.config.token_budget,
-            model_dir, unit.spec.base,
+            model_dir, adapter_base,
         )  # fmt: skip
         requests = stages.generation_requests(plan, encoded, self.seed)
         batches = backend.plan(requests)
