@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -150,7 +151,7 @@ class Models:
         return self.loaded[1]
 
 
-class ModelStage:
+class ModelStage(ABC):
     """A ``map_batches`` actor holding models: ``run`` adds its rows to each work shard."""
 
     def __init__(self, ctx: StageContext) -> None:
@@ -160,8 +161,9 @@ class ModelStage:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         return map_shards(batch, self.run)
 
+    @abstractmethod
     def run(self, shard: Shard) -> Shard:
-        raise NotImplementedError
+        """The work shard with this stage's new rows added."""
 
 
 class GenerateStage(ModelStage):
@@ -374,7 +376,7 @@ class RayEvaluation(Evaluation):
         if shards:
             self.run_cluster(units, shards, remaining, ref_fp)
         if any(len(members) > 1 for members in (self.proxy_ids, self.gold_ids)):
-            self.load_member_values(units)
+            self.load_member_values(units, ref_fp)
 
     def work_shard(
         self, unit: ModelUnit, index: int, number: int, part: Sequence[PlannedSample], stored: StoredPart, ref_fp: str
@@ -514,12 +516,12 @@ class RayEvaluation(Evaluation):
             self.stats.rm_inputs_truncated += cut
             self.warn(f"{name}: {cut} inputs were longer than its context and kept their last tokens")
 
-    def load_member_values(self, units: Sequence[ModelUnit]) -> None:
+    def load_member_values(self, units: Sequence[ModelUnit], ref_fp: str) -> None:
         """The ensemble members' scores (``compute_ensembles`` reads them), from the database:
         on this engine they were computed on the cluster."""
         self.store.flush()
         ids = [p.sample_id for unit in units for p in self.planned(unit.fingerprint)]
-        ids += part_ids(self.planned(self.ref_spec_fp()))
+        ids += part_ids(self.planned(ref_fp))  # the reference's, which standardize the members
         members = sorted({m for group in (self.proxy_ids, self.gold_ids) if len(group) > 1 for m in group})
         for member in members:
             found = self.store.query(
@@ -527,6 +529,3 @@ class RayEvaluation(Evaluation):
                 [member, sorted(set(ids))],
             )
             self.member_values[member] = dict(found)
-
-    def ref_spec_fp(self) -> str:
-        return str(self.checkpoint_common["ref_fp"])
