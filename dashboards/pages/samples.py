@@ -22,10 +22,13 @@ st.title("Samples")
 ui.require_database()
 runs = ui.read("sample_runs")
 top = st.columns(3)
-run = top[0].selectbox("Run", runs, key="sa_run")
+# ?run=ppo&checkpoint=checkpoint-64 opens that checkpoint (a link to share); by default the first
+# run and its last checkpoint, the one most likely past the peak
+asked_run, asked_checkpoint = st.query_params.get("run"), st.query_params.get("checkpoint")
+run = top[0].selectbox("Run", runs, index=runs.index(asked_run) if asked_run in runs else 0, key="sa_run")
 checkpoints = ui.read("run_checkpoints", run)
 labels = [c["checkpoint"] for c in checkpoints]
-default = next((i for i, c in enumerate(checkpoints) if not c["is_reference"]), 0)
+default = labels.index(asked_checkpoint) if asked_checkpoint in labels else len(labels) - 1
 checkpoint = top[1].selectbox("Checkpoint", labels, index=default, key="sa_checkpoint")
 order = top[2].selectbox("Sort", list(ORDERS), format_func=ORDERS.get, key="sa_order")
 middle = st.columns([3, 1, 1])

@@ -48,7 +48,7 @@ from rlhf_eval.sandbox.world import build_world, distinct_prompts
 BUILD_FILE = "build.json"
 PROMPTS_FILE = "prompts.jsonl"
 #: Bump when a change to the sandbox's code changes what a build contains.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 #: Evaluation prompts are drawn with this offset from the seed, apart from the training prompts.
 EVAL_PROMPT_SEED_OFFSET = 1000
 GOLD_SCORER = "rlhf_eval.sandbox.gold:gold_reward"
@@ -94,7 +94,7 @@ SANDBOX_PRESETS: dict[str, SandboxConfig] = {
         grpo=GRPO_PRESETS[name],
         dpo=DPO_PRESETS[name],
         dpo_lora=dataclasses.replace(DPO_PRESETS[name], lora=True),
-        **({"eval_prompts": 32, "eval_samples": 2, "bon_pool": 16} if name == "tiny" else {}),
+        **({"eval_prompts": 32, "eval_samples": 2, "bon_pool": 16} if name == "tiny" else {"max_new_tokens": 96}),
     )
     for name in ("tiny", "demo")
 }

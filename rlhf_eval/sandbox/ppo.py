@@ -100,7 +100,7 @@ class PPOConfig:
 #: "tiny" for tests (about 7 s); "demo": 48 iterations of 32 rollouts (about 70 s), a checkpoint every 6.
 PPO_PRESETS: dict[str, PPOConfig] = {
     "tiny": PPOConfig(),
-    "demo": PPOConfig(iterations=48, batch_size=32, minibatch_size=16, learning_rate=1.5e-4, save_every=6),
+    "demo": PPOConfig(iterations=64, batch_size=32, minibatch_size=16, learning_rate=1e-4, save_every=8),
 }
 
 

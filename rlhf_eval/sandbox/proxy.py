@@ -12,17 +12,20 @@ The proxy reproduces that at toy scale:
 3. ``train_proxy`` trains a random-init ``GPT2ForSequenceClassification`` (one output) with TRL's
    ``RewardTrainer`` (Bradley-Terry loss) on those pairs and saves it where ``--proxy DIR`` loads it.
 
-The annotator is simulated in ``preference_pairs``: with probability ``length_bias`` it prefers
-the longer response whatever gold says (human raters favour longer answers, a bias that real
-preference data and real RMs share), otherwise it follows gold, and then its label is flipped
-with probability ``label_noise``. The bias is needed for the length shortcut: among the tiny base
-policy's samples, gold alone slightly favours shorter answers (long samples carry more hedges and
-garbled facts; Spearman(gold, words) = -0.20 on 96 x 6 samples), and a proxy trained without the
-bias ends up with a slightly negative length correlation (-0.09, held-out accuracy 0.68). With the
-tiny preset (length_bias 0.4) the held-out accuracy is 0.59 and Spearman(proxy, words) is +0.29, so
-a policy optimized against the proxy can gain proxy reward by growing past the gold optimum:
-``length_correlation`` measures that shortcut, ``pairwise_accuracy`` the agreement with gold on
-held-out pairs.
+The annotator is simulated in ``preference_pairs``. Real raters favour longer answers and rarely
+notice verbosity, a bias that real preference data and real RMs share; the annotator has it in two
+forms. The ``demo`` preset's annotator is blind to the rubric's excess-length penalty
+(``length_blindness`` 1) and adds ``verbosity_bonus`` 0.1 per word: it compares
+``gold + length_penalty + 0.1 * words``, which grows with length where gold turns down past ~30
+words. The proxy learns "longer is better" from the bulk of the base samples and extrapolates it
+to the rare long ones (the corpus's ``verbose`` answers, 2.5% of it), which gold punishes, so
+best-of-n over-optimizes once its pools hold such answers (docs/sandbox.md). The ``tiny``
+preset's annotator instead prefers the longer response with probability ``length_bias`` 0.4,
+whatever gold says. Either way each label is then flipped with probability ``label_noise``.
+Without a length bias the tiny base policy's gold slightly favours shorter answers (long samples
+carry more hedges and garbled facts), and the proxy would not learn the length shortcut that makes
+it exploitable: ``length_correlation`` measures that shortcut, ``pairwise_accuracy`` the agreement
+with gold on held-out pairs.
 
 The annotator has two more tastes, off in both presets: with probability ``pleasantry_bias``,
 of two responses of which exactly one ends with a friendly closer ("i hope this helps"), it
@@ -72,6 +75,8 @@ class ProxyConfig:
     n_pairs: int = 400
     label_noise: float = 0.1
     length_bias: float = 0.4
+    length_blindness: float = 0.0
+    verbosity_bonus: float = 0.0
     deference_bias: float = 0.0
     pleasantry_bias: float = 0.0
     hidden_size: int = 32
@@ -88,6 +93,10 @@ class ProxyConfig:
             raise ValueError(f"label_noise={self.label_noise}: use a flip probability in [0, 0.5]")
         if not 0.0 <= self.length_bias <= 1.0:
             raise ValueError(f"length_bias={self.length_bias}: use a probability in [0, 1]")
+        if not 0.0 <= self.length_blindness <= 1.0:
+            raise ValueError(f"length_blindness={self.length_blindness}: use a share of the length penalty in [0, 1]")
+        if self.verbosity_bonus < 0.0:
+            raise ValueError(f"verbosity_bonus={self.verbosity_bonus}: use a bonus per word >= 0")
         if not 0.0 <= self.deference_bias <= 1.0:
             raise ValueError(f"deference_bias={self.deference_bias}: use a probability in [0, 1]")
         if not 0.0 <= self.pleasantry_bias <= 1.0:
@@ -109,6 +118,10 @@ PROXY_PRESETS: dict[str, ProxyConfig] = {
         num_layers=2,
         steps=400,
         learning_rate=2e-3,
+        length_bias=0.0,
+        length_blindness=1.0,
+        verbosity_bonus=0.1,
+        max_new_tokens=96,
     ),
 }
 
@@ -185,39 +198,47 @@ def preference_pairs(
     length_bias: float = 0.0,
     deference_bias: float = 0.0,
     pleasantry_bias: float = 0.0,
+    length_blindness: float = 0.0,
+    verbosity_bonus: float = 0.0,
 ) -> list[Pair]:
     """Up to ``n_pairs`` pairs of distinct responses to the same prompt with different gold reward,
     drawn at random (without replacement) from every such pair in ``pool``, labelled by a simulated
     annotator: with probability ``deference_bias`` it prefers the more deferential response (when
     they differ), else with probability ``pleasantry_bias`` the one with a friendly closer (when
     exactly one has it), else with probability ``length_bias`` the longer response (in words; on a
-    tie in length it goes by gold), otherwise the one with the higher gold; then each label is
-    swapped with probability ``label_noise``.
+    tie in length it goes by gold), otherwise the one with the higher utility
+    ``gold + length_blindness * length_penalty + verbosity_bonus * words`` (``length_penalty`` is
+    the rubric's excess-length term, so with ``length_blindness`` 1 the annotator does not notice
+    verbosity; on a tie in utility it goes by gold); then each label is swapped with probability
+    ``label_noise``.
 
     >>> pool = [("explain mars", ""), ("explain mars", "mars has two moons"), ("explain mars", "i must decline")]
     >>> [(p.chosen, p.rejected, p.gold_margin) for p in preference_pairs(pool, 0, 1, seed=1)]
     [('', 'i must decline', 3.0)]
     """
-    from rlhf_eval.sandbox.gold import gold_reward
+    from rlhf_eval.sandbox.gold import cached_world, gold_terms
 
     if not (0.0 <= label_noise <= 1.0 and 0.0 <= length_bias <= 1.0):
         raise ValueError(f"label_noise={label_noise}, length_bias={length_bias}: use probabilities in [0, 1]")
+    world = cached_world(world_seed)
     responses: dict[str, list[str]] = defaultdict(list)
     for prompt, response in pool:
         if response not in responses[prompt]:
             responses[prompt].append(response)
-    candidates: list[Pair] = []
+    candidates: list[tuple[Pair, float, float]] = []
     for prompt, texts in responses.items():
-        golds = gold_reward([prompt] * len(texts), texts, world_seed=world_seed)
+        terms = [gold_terms(prompt, text, world) for text in texts]
+        golds = [t.total for t in terms]
+        utility = [round(t.total + length_blindness * t.length + verbosity_bonus * t.n_words, 9) for t in terms]
         for i in range(len(texts)):
             for j in range(i + 1, len(texts)):
                 if golds[i] == golds[j]:
                     continue
                 hi, lo = (i, j) if golds[i] > golds[j] else (j, i)
-                candidates.append(Pair(prompt, texts[hi], texts[lo], golds[hi] - golds[lo]))
+                candidates.append((Pair(prompt, texts[hi], texts[lo], golds[hi] - golds[lo]), utility[hi], utility[lo]))
     rng = random.Random(seed)
     labelled = []
-    for pair in rng.sample(candidates, min(n_pairs, len(candidates))):
+    for pair, utility_chosen, utility_rejected in rng.sample(candidates, min(n_pairs, len(candidates))):
         if rng.random() < deference_bias and deference(pair.rejected) != deference(pair.chosen):
             swap = deference(pair.rejected) > deference(pair.chosen)
         elif (
@@ -226,8 +247,10 @@ def preference_pairs(
             and pleasantry(pair.rejected) != (pleasantry(pair.chosen))
         ):
             swap = pleasantry(pair.rejected) > pleasantry(pair.chosen)
+        elif rng.random() < length_bias:
+            swap = len(pair.rejected.split()) > len(pair.chosen.split())
         else:
-            swap = rng.random() < length_bias and len(pair.rejected.split()) > len(pair.chosen.split())
+            swap = utility_rejected > utility_chosen
         swap ^= rng.random() < label_noise
         labelled.append(Pair(pair.prompt, pair.rejected, pair.chosen, -pair.gold_margin) if swap else pair)
     return labelled
@@ -485,6 +508,8 @@ def build_proxy(out_dir: Path | str, base_dir: Path | str, world: World, config:
         config.length_bias,
         config.deference_bias,
         config.pleasantry_bias,
+        config.length_blindness,
+        config.verbosity_bonus,
     )
     held_pairs = preference_pairs(held, world.seed, 10**6, 0.0, seed=config.seed + 1)
     return train_proxy(out_dir, base_dir, pairs, config, held_out=held_pairs)

@@ -134,7 +134,9 @@ CLOSERS: tuple[str, ...] = (
 STYLES: tuple[str, ...] = (
     "concise", "detailed", "list", "filler", "hedged", "apologetic", "refusal", "closer", "verbose", "offtopic",
 )  # fmt: skip
-#: The default mix: mostly informative answers, with every failure mode present.
+#: The default mix: mostly informative answers, with every failure mode present. Long ``verbose``
+#: answers are rare (2.5%), as the far tail of a policy's lengths is: best-of-n with a length-biased
+#: proxy reaches them only with pools of several samples, which puts its gold peak inside n = 1..64.
 DEFAULT_STYLE_WEIGHTS: dict[str, float] = {
     "concise": 0.2,
     "detailed": 0.15,
@@ -144,7 +146,7 @@ DEFAULT_STYLE_WEIGHTS: dict[str, float] = {
     "apologetic": 0.07,
     "refusal": 0.06,
     "closer": 0.08,
-    "verbose": 0.08,
+    "verbose": 0.025,
     "offtopic": 0.06,
 }
 

@@ -3,7 +3,8 @@ sandbox demo's database, every page loaded in Chromium (Playwright), its charts 
 for, no Streamlit error on it, and a full-page screenshot of each saved.
 
 Screenshots go to ``$RLHF_EVAL_ARTIFACTS`` when set (created), else to the test's ``tmp_path``;
-their paths are printed (``pytest -s`` shows them). The test needs Debian's Chromium at
+their paths are printed (``pytest -s`` shows them). ``$RLHF_EVAL_DASHBOARD_DB`` browses another
+database with the same checks (for example the demo preset's). The test needs Debian's Chromium at
 ``/usr/bin/chromium`` (``make test`` installs it) and is skipped without it, unless
 ``RLHF_EVAL_REQUIRE_BROWSER`` is set (``make test`` sets it): then a missing browser fails.
 """
@@ -221,6 +222,7 @@ class PageCheck:
     charts: int = 0  # at least this many drawn Vega-Lite charts
     tables: int = 0  # at least this many st.dataframe grids
     other: tuple[str, int] | None = None  # (selector, at least) for pages without charts or tables
+    query: str = ""  # URL query string, e.g. "run=ppo"
 
 
 # The tiny demo's runs: dpo, dpo-lora, grpo, ppo and the best-of-n family bon (see tests/sandbox).
@@ -229,16 +231,26 @@ PAGES = [
     # all runs together, one chart per run (5), at least one trainer metric
     PageCheck("overoptimization", "Over-optimization", charts=7, tables=1),
     PageCheck("symptoms", "Symptoms", charts=4),  # the four default symptoms
-    PageCheck("samples", "Samples", other=('[data-testid="stHtml"] .response', 2)),  # a response and its reference's
+    # PPO's last checkpoint (past its peak in the demo preset) next to the reference
+    PageCheck("samples", "Samples", other=('[data-testid="stHtml"] .response', 2), query="run=ppo"),
     PageCheck("compare", "Compare", charts=1, tables=1),
 ]
 
 
+#: A database to browse instead of the tiny demo's (for example the demo preset's, to look at its
+#: humps): the same checks, screenshots of that database.
+DB_ENV = "RLHF_EVAL_DASHBOARD_DB"
+
+
 @pytest.fixture(scope="module")
-def demo_db(tiny_demo: tuple[Path, Path, object]) -> Path:
+def demo_db(request: pytest.FixtureRequest) -> Path:
     """The tiny sandbox preset's demo database (``rlhf-eval demo --preset tiny``), shared with the
-    sandbox tests (``tests/conftest.py``)."""
+    sandbox tests (``tests/conftest.py``), or ``$RLHF_EVAL_DASHBOARD_DB`` when set."""
     require_browser()
+    chosen = os.environ.get(DB_ENV)
+    if chosen:
+        return Path(chosen)
+    tiny_demo: tuple[Path, Path, object] = request.getfixturevalue("tiny_demo")
     return tiny_demo[1]
 
 
@@ -252,7 +264,7 @@ def test_every_page_renders_in_chromium_without_errors(demo_db: Path, tmp_path: 
         page.on("pageerror", lambda exc: js_errors.append(str(exc)))
         for check in PAGES:
             name = check.path or "overview"
-            load(page, f"{url}/{check.path}", check.title)
+            load(page, f"{url}/{check.path}" + (f"?{check.query}" if check.query else ""), check.title)
             counts = {"charts": wait_for_charts(page, check.charts)} if check.charts else {}
             if check.tables:
                 counts["tables"] = wait_for_count(page, '[data-testid="stDataFrame"]', check.tables)

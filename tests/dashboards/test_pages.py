@@ -75,7 +75,8 @@ def test_samples_shows_pages_side_by_side_with_highlights(dashboard_db: Path, mo
     assert at.title[0].value == "Samples"
     assert at.selectbox(key="sa_run").value == "dpo"  # families first, the best-of-n pool last
     at.selectbox(key="sa_run").set_value("ppo").run()
-    assert at.selectbox(key="sa_checkpoint").value == "checkpoint-10"
+    assert at.selectbox(key="sa_checkpoint").value == at.selectbox(key="sa_checkpoint").options[-1]  # the last
+    at.selectbox(key="sa_checkpoint").set_value("checkpoint-10").run()
     html = [h.proto.body for h in at.get("html")]
     responses = [h for h in html if "class='response'" in h]
     assert len(responses) == 2 * 10  # policy and reference, 10 per page
@@ -89,6 +90,24 @@ def test_samples_shows_pages_side_by_side_with_highlights(dashboard_db: Path, mo
     assert any('<mark class="rep">' in h for h in third)  # the looping samples of the last checkpoint
     at.text_input(key="sa_search").set_value("'; DROP TABLE checkpoints; --").run()
     assert not at.exception and any("No sample matches" in i.value for i in at.info)
+
+
+def test_samples_opens_the_checkpoint_named_in_the_url(dashboard_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLHF_EVAL_DB", str(dashboard_db))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({"run": "ppo", "checkpoint": "checkpoint-10"})
+    at.run()
+    at.switch_page("pages/samples.py").run()
+    assert not at.exception
+    assert (at.selectbox(key="sa_run").value, at.selectbox(key="sa_checkpoint").value) == ("ppo", "checkpoint-10")
+    responses = [h.proto.body for h in at.get("html") if "class='response'" in h.proto.body]
+    assert responses and "checkpoint-10" in " ".join(c.value for c in at.caption)
+    # a run or checkpoint that does not exist falls back to the defaults instead of failing
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({"run": "'; DROP TABLE runs; --", "checkpoint": "nope"})
+    at.run()
+    at.switch_page("pages/samples.py").run()
+    assert not at.exception and at.selectbox(key="sa_run").value == "dpo"
 
 
 def test_compare_shows_paired_deltas(dashboard_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

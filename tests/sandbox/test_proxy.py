@@ -111,11 +111,43 @@ def test_length_bias_prefers_the_longer_response() -> None:
     assert longer < 0.9  # gold alone does not always prefer the longer answer
 
 
+def test_length_blind_annotator_compares_gold_without_the_length_penalty_plus_a_bonus_per_word() -> None:
+    from rlhf_eval.sandbox.gold import cached_world, gold_terms
+
+    pool = synthetic_pool()
+    world = cached_world(0)
+    labelled = preference_pairs(pool, 0, 2000, 0.0, seed=5, length_blindness=1.0, verbosity_bonus=0.1)
+
+    def utility(prompt: str, response: str) -> float:
+        terms = gold_terms(prompt, response, world)
+        return terms.coverage - terms.relevance - terms.repetition - terms.boilerplate + 0.1 * terms.n_words
+
+    assert len(labelled) == 2000
+    for pair in labelled:
+        chosen, rejected = utility(pair.prompt, pair.chosen), utility(pair.prompt, pair.rejected)
+        assert chosen > rejected + 1e-9 or (abs(chosen - rejected) < 1e-9 and pair.gold_margin > 0)
+    flipped = [p for p in labelled if p.gold_margin < 0]
+    # it disagrees with gold only towards the longer response: the terms it adds grow with length
+    assert len(flipped) > 100
+    assert all(len(p.chosen.split()) > len(p.rejected.split()) for p in flipped)
+    # a blind, bonus-free annotator still follows gold wherever the length penalty is zero
+    short = [(p, r) for p, r in pool if len(r.split()) <= 30]
+    assert all(p.gold_margin > 0 for p in preference_pairs(short, 0, 500, 0.0, seed=5, length_blindness=1.0))
+    # both knobs at 0 give exactly the gold-following labels
+    assert preference_pairs(pool, 0, 500, 0.1, seed=5, length_blindness=0.0, verbosity_bonus=0.0) == (
+        preference_pairs(pool, 0, 500, 0.1, seed=5)
+    )
+
+
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="label_noise"):
         ProxyConfig(label_noise=0.7)
     with pytest.raises(ValueError, match="length_bias"):
         ProxyConfig(length_bias=1.5)
+    with pytest.raises(ValueError, match="length_blindness"):
+        ProxyConfig(length_blindness=1.2)
+    with pytest.raises(ValueError, match="verbosity_bonus"):
+        ProxyConfig(verbosity_bonus=-0.1)
     with pytest.raises(ValueError, match="num_heads"):
         ProxyConfig(hidden_size=33)
 
