@@ -97,7 +97,7 @@ class PPOConfig:
             raise ValueError(f"gamma={self.gamma}, lam={self.lam}: use 0 < gamma <= 1 and 0 <= lam <= 1")
 
 
-#: "tiny" for tests (about 7 s); "demo": 48 iterations of 32 rollouts (about 70 s), a checkpoint every 6.
+#: "tiny" for tests (about 15 s); "demo": 64 iterations of 32 rollouts (about 90 s), a checkpoint every 8.
 PPO_PRESETS: dict[str, PPOConfig] = {
     "tiny": PPOConfig(),
     "demo": PPOConfig(iterations=64, batch_size=32, minibatch_size=16, learning_rate=1e-4, save_every=8),
