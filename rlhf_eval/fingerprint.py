@@ -9,6 +9,7 @@ an unchanged file is never read again.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,15 @@ IGNORED_NAMES = frozenset(
         "README.md",
     }
 )
+
+
+#: A PEFT adapter's config; fingerprinted by its canonical content, not its bytes.
+ADAPTER_CONFIG = "adapter_config.json"
+#: Adapter-config keys that PEFT holds as sets and writes as lists in an arbitrary order.
+ADAPTER_SET_KEYS = ("target_modules", "exclude_modules", "modules_to_save")
+#: Adapter-config keys that name where the base lives, not what the adapter computes (the base's
+#: own files are fingerprinted by content next to the adapter's).
+ADAPTER_LOCATION_KEYS = ("base_model_name_or_path", "revision")
 
 
 @dataclass(frozen=True)
@@ -85,3 +95,31 @@ def fingerprint_files(
                 cache[stat] = digest
         parts.append((path.name, digest))
     return content_hash(parts, extra, length=20)
+
+
+def canonical_adapter_config(config: dict[str, object]) -> dict[str, object]:
+    """An adapter config as what it computes: without the base's location, and with the keys PEFT
+    keeps as sets sorted, so two saves of the same adapter (another directory, another
+    ``PYTHONHASHSEED``) compare equal.
+
+    >>> canonical_adapter_config({"base_model_name_or_path": "/a/base", "target_modules": ["c_fc", "c_attn"], "r": 8})
+    {'target_modules': ['c_attn', 'c_fc'], 'r': 8}
+    """
+    canonical = {k: v for k, v in config.items() if k not in ADAPTER_LOCATION_KEYS}
+    for key in ADAPTER_SET_KEYS:
+        value = canonical.get(key)
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            canonical[key] = sorted(value)
+    return canonical
+
+
+def adapter_fingerprint(
+    adapter_dir: Path, base_fingerprint: str, cache: MutableMapping[FileStat, str] | None = None
+) -> str:
+    """Hash of an adapter's files (its config in canonical form, see ``canonical_adapter_config``)
+    and its base's fingerprint."""
+    files = [f for f in model_files(adapter_dir) if f.name != ADAPTER_CONFIG]
+    config_path = adapter_dir / ADAPTER_CONFIG
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
+    canonical = canonical_adapter_config(config) if isinstance(config, dict) else config
+    return fingerprint_files(files, cache, extra=[base_fingerprint, canonical])

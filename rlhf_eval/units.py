@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rlhf_eval.discover import CheckpointSpec, RunSpec
 from rlhf_eval.errors import UserInputError
-from rlhf_eval.fingerprint import FileStat, fingerprint_files, model_files
+from rlhf_eval.fingerprint import FileStat, adapter_fingerprint, fingerprint_files, model_files
 from rlhf_eval.models import LoadOptions, check_config, check_weights, has_tokenizer, read_json
 
 
@@ -61,12 +61,12 @@ def validate_checkpoint(spec: CheckpointSpec, options: LoadOptions) -> None:
 
 
 def model_fingerprint(spec: CheckpointSpec, cache: MutableMapping[FileStat, str]) -> str:
-    """Hash of the files that define the weights; an adapter's includes its base's."""
-    files = model_files(spec.path)
+    """Hash of the files that define the weights; an adapter's includes its base's and reads its
+    config in canonical form (``fingerprint.canonical_adapter_config``)."""
     if spec.kind == "adapter":
         assert spec.base is not None
-        return "lora-" + fingerprint_files(files, cache, extra=fingerprint_files(model_files(spec.base), cache))
-    return fingerprint_files(files, cache)
+        return "lora-" + adapter_fingerprint(spec.path, fingerprint_files(model_files(spec.base), cache), cache)
+    return fingerprint_files(model_files(spec.path), cache)
 
 
 def context_length_of(spec: CheckpointSpec) -> int:
