@@ -15,7 +15,11 @@ CHROMIUM := /usr/bin/chromium
 
 .PHONY: install browser test test-slow check bench demo clean
 
+# Bytecode of the project's own modules, kept current on every make: an editable install is not
+# compiled by pip, and where PYTHONDONTWRITEBYTECODE is set every command would compile them again
+# (a fifth of a cached `rlhf-eval eval`'s start; docs/performance.md).
 install: $(STAMP)
+	@$(PY) -m compileall -q rlhf_eval >/dev/null
 
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,11 +48,12 @@ test-slow: install browser
 	RLHF_EVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m slow
 
 # Benchmarks print their figures side by side with the targets (docs/performance.md); never part of `make test`.
-# About 30 minutes on 2 CPU cores; `make bench BENCH_FLAGS=--quick` for a smoke run of each. bench/gpu.sh runs
+# About 35 minutes on 2 CPU cores; `make bench BENCH_FLAGS=--quick` for a smoke run of each. bench/gpu.sh runs
 # them at GPU scale on a CUDA machine.
 BENCH_FLAGS ?=
 bench: install
 	$(PY) bench/end_to_end.py $(BENCH_FLAGS)
+	$(PY) bench/end_to_end.py --threads 1 $(BENCH_FLAGS)
 	$(PY) bench/scoring_flops.py $(BENCH_FLAGS)
 	$(PY) bench/bon_estimator.py $(BENCH_FLAGS)
 	$(PY) bench/store.py $(BENCH_FLAGS)

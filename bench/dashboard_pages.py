@@ -65,7 +65,7 @@ def response_pool(rng: np.random.Generator, size: int) -> pa.Array:
 
 def stage_table(staging: Path, table: str, data: pa.Table) -> None:
     """One shard as ``Store.stage`` writes it (temporary name, fsync, rename), from Arrow columns."""
-    from rlhf_eval.store import TABLES
+    from rlhf_eval.table_schemas import TABLES
 
     schema = TABLES[table][1]
     data = data.select(schema.names).cast(schema)
@@ -81,7 +81,8 @@ def build(db: Path, rows: int, runs: int, prompts: int, samples: int, seed: int)
     """Fill ``db`` with about ``rows`` sample rows; returns the shape actually built."""
     from rlhf_eval.analysis.runner import AnalysisOptions, analyze_database
     from rlhf_eval.detectors import REGISTRY
-    from rlhf_eval.store import SCHEMA_VERSION, TABLES, Store
+    from rlhf_eval.store import SCHEMA_VERSION, Store
+    from rlhf_eval.table_schemas import TABLES
 
     per_model = prompts * samples
     checkpoints = max(2, round((rows / per_model - 1) / runs))

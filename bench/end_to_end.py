@@ -25,7 +25,8 @@ sentences of 6 to 20 vocabulary words.
 checkpoints) x P prompts x S samples, raw sampling (temperature 1, top-p 1, top-k off, unless
 ``--temperature``/``--top-p`` say otherwise) with ``max_new_tokens`` M:
 
-1. naive stack (in this process, after its imports): per checkpoint
+1. naive stack, a script run as a fresh ``python`` process (wall time: the interpreter and its
+   imports included, as for the command in 2; ``--naive-script``, its figures back as JSON): per checkpoint
    ``transformers.pipeline("text-generation")`` called once per prompt (``do_sample``,
    ``num_return_sequences=S``, the same M, temperature, top-p and ``top_k=0``,
    ``return_tensors=True`` for the token ids); per sample a policy forward and a reference
@@ -48,10 +49,13 @@ checkpoints) x P prompts x S samples, raw sampling (temperature 1, top-p 1, top-
    the model loads inside it), then again on that database (cached).
 
 The harness also runs its detectors (features) on every sample, work the naive script skips.
-Every path runs torch on ``--threads`` threads (default 1; the command gets ``OMP_NUM_THREADS``):
-on this shared 2-core machine a second thread makes both sides several times slower whenever
-the other core is busy (16 samples of 24 tokens from the reference: 0.6 s on one thread, 3.2 s
-on two, with another process on the other core), which would measure the neighbour.
+Every path runs torch on ``--threads`` threads (the processes get ``OMP_NUM_THREADS``); the
+default, 0, is torch's own default, every core, as a user runs either side. ``make bench`` runs
+it again on one thread: on a shared machine a second thread makes both sides several times
+slower whenever another process holds the other core (16 samples of 24 tokens from the
+reference: 0.6 s on one thread, 3.2 s on two), so a one-thread run is the one to trust there,
+and the two targets move in opposite directions with the threads (the faster first run makes
+the cached ratio smaller; docs/performance.md).
 
 **Correctness.** Generation cannot be compared token for token (the harness has its own seeded
 inverse-CDF sampler), so after the timings the naive KL and reward code runs on ``--check``
@@ -91,7 +95,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -388,6 +392,37 @@ def run_naive(world: World, sizes: Sizes, db: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, **counts, "parts": spent}
 
 
+def run_naive_script(world: World, sizes: Sizes, db: Path, threads: int) -> dict[str, Any]:
+    """The naive script as a user runs it: a fresh ``python`` process (interpreter and imports
+    included, as for the ``rlhf-eval eval`` command), wall time; its parts and counts from its
+    JSON output (``--naive-script``)."""
+    spec = world.root / "naive_world.json"
+    world_fields = {k: [str(v) for v in x] if k == "checkpoints" else str(x) if isinstance(x, Path) else x
+                    for k, x in asdict(world).items()}  # fmt: skip
+    spec.write_text(json.dumps({"world": world_fields, "sizes": asdict(sizes)}), encoding="utf-8")
+    command = [sys.executable, str(Path(__file__).resolve()), "--naive-script", str(spec), "--db", str(db),
+               "--threads", str(threads), "--device", DEVICE]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"the naive script failed with exit code {done.returncode}")
+    result = json.loads(done.stdout)
+    result["inprocess_seconds"] = result.pop("seconds")
+    return {"seconds": seconds, **result}
+
+
+def naive_script_main(spec: Path, db: Path) -> None:
+    """``--naive-script``: run the naive stack on the world in ``spec``, print its figures as JSON."""
+    data = json.loads(spec.read_text(encoding="utf-8"))
+    w = data["world"]
+    world = World(**{**w, **{k: Path(w[k]) for k in ("root", "ref", "run", "proxy", "gold", "suite")},
+                     "checkpoints": [Path(c) for c in w["checkpoints"]]})  # fmt: skip
+    print(json.dumps(run_naive(world, Sizes(**data["sizes"]), db)))
+
+
 # -- rlhf-eval -----------------------------------------------------------------------------------
 
 
@@ -640,10 +675,14 @@ def stored_lengths(db: Path) -> dict[str, float]:
 
 
 def kl_padding(db: Path, vocab: int) -> dict[str, float]:
-    """How much of the harness's teacher-forced KL forwards is padding: its KL batches re-planned
-    (``plan_kl_batches`` with the evaluator's token and logit budgets) over the stored samples of
-    each checkpoint; tokens fed (rows x widest row, per batch, both models alike) vs real tokens."""
-    from rlhf_eval.kl import KLItem, plan_kl_batches
+    """How many tokens the harness's teacher-forced KL forwards feed each model: its KL batches
+    re-planned (``plan_kl_batches``, the evaluator's token and logit budgets) over the stored
+    samples of each checkpoint. A batch whose prompts repeat feeds each distinct prompt once
+    (padded to its widest) and its responses less their last token in ``response_chunks``
+    (padded to each chunk's widest); the first response token's logits come from the prompt's
+    forward. Otherwise it feeds rows x its widest prompt + response. Against the tokens the
+    naive stack feeds (prompt + response of every sample, unpadded)."""
+    from rlhf_eval.kl import KLItem, distinct_prompts, plan_kl_batches, response_chunks
     from rlhf_eval.pipeline import EvalConfig
 
     con = duckdb.connect(str(db), read_only=True)
@@ -657,14 +696,25 @@ def kl_padding(db: Path, vocab: int) -> dict[str, float]:
     by_model: dict[str, list[Any]] = {}
     for model_fp, sample_id, prompt_ids, token_ids in found:
         by_model.setdefault(model_fp, []).append(KLItem(sample_id, tuple(prompt_ids), tuple(token_ids)))
-    fed = real = batches = 0
+    fed = real = batches = chunks = 0
     budget = EvalConfig(paths=(), ref="", suite="", proxy=(), gold=()).token_budget
+    logit_budget = 64 * 1024 * 1024
     for items in by_model.values():
-        for batch in plan_kl_batches(items, budget, vocab, logit_budget=64 * 1024 * 1024):
-            fed += len(batch) * max(len(i.prompt_ids) + len(i.response_ids) for i in batch)
+        for batch in plan_kl_batches(items, budget, vocab, logit_budget=logit_budget):
             real += sum(len(i.prompt_ids) + len(i.response_ids) for i in batch)
             batches += 1
-    return {"batches": batches, "tokens_fed": fed, "real_tokens": real, "padding": 1 - real / fed if fed else 0.0}
+            prompts, _ = distinct_prompts(batch)
+            if len(prompts) == len(batch):
+                fed += len(batch) * max(len(i.prompt_ids) + len(i.response_ids) for i in batch)
+                chunks += 1
+                continue
+            width = max(len(p) for p in prompts)
+            fed += len(prompts) * width
+            for chunk in response_chunks(batch, width, budget, logit_budget // vocab):
+                fed += len(chunk) * (max(len(batch[i].response_ids) for i in chunk) - 1)
+                chunks += 1
+    return {"batches": batches, "forwards": chunks, "tokens_fed": fed, "naive_tokens": real,
+            "saved": 1 - fed / real if real else 0.0}  # fmt: skip
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -712,10 +762,12 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=64, help="stored samples the naive KL/reward code re-scores")
     parser.add_argument("--quick", action="store_true", help="6 prompts x 2 samples x 16 new tokens")
     parser.add_argument("--workdir", help="build the models and databases here and keep them (default: a temp dir)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of every path (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of every path (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every path runs its models")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--naive-script", type=Path, help=argparse.SUPPRESS)  # the naive stack's own process
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global DEVICE
     DEVICE = args.device
@@ -726,6 +778,9 @@ def main() -> None:
         raise SystemExit("--device cuda: torch sees no GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.naive_script:
+        naive_script_main(args.naive_script, args.db)
+        return
     if args.quick:
         args.prompts, args.samples, args.max_new_tokens, args.check = 6, 2, 16, 12
     sizes = Sizes(args.prompts, args.samples, args.max_new_tokens, args.temperature, args.top_p, args.seed)
@@ -743,7 +798,7 @@ def main() -> None:
         started = time.perf_counter()
         world = build_world(root / "models", args, sizes)
         say(f"built the models in {time.perf_counter() - started:.1f} s: {world.params}; timing the naive stack ...")
-        naive = run_naive(world, sizes, root / "naive.duckdb")
+        naive = run_naive_script(world, sizes, root / "naive.duckdb", args.threads)
         say(f"naive stack {naive['seconds']:.1f} s; rlhf-eval eval (command) ...")
         cli_first = run_cli(world, root / "cli.duckdb")
         say(f"first run {cli_first['seconds']:.1f} s; rerun ...")
@@ -763,7 +818,7 @@ def main() -> None:
     tolerance = 4 * (sizes.max_new_tokens + 1) * 2.0**-23
     correct = check["same_prompt_ids"] and all(v <= tolerance for v in check["max_relative"].values())
     speedup = naive["seconds"] / cli_first["seconds"]
-    speedup_inproc = naive["seconds"] / inproc_first["seconds"]
+    speedup_inproc = naive["inprocess_seconds"] / inproc_first["seconds"]
     cached_cli = cli_first["seconds"] / cli_rerun["seconds"]
     cached_inproc = inproc_first["seconds"] / inproc_rerun["seconds"]
     result = {
@@ -782,6 +837,7 @@ def main() -> None:
         },
         "seconds": {
             "naive": naive["seconds"],
+            "naive_after_imports": naive["inprocess_seconds"],
             "rlhf_eval_cli_first": cli_first["seconds"],
             "rlhf_eval_cli_rerun": cli_rerun["seconds"],
             "python_and_imports_only": floor,
@@ -790,7 +846,7 @@ def main() -> None:
         },
         "naive_parts": naive["parts"],
         "work": {
-            "naive": {k: v for k, v in naive.items() if k not in ("seconds", "parts")},
+            "naive": {k: v for k, v in naive.items() if k not in ("seconds", "inprocess_seconds", "parts")},
             "cli_first": cli_first["work"],
             "cli_rerun": cli_rerun["work"],
             "inprocess_first": inproc_first["work"],
@@ -839,14 +895,15 @@ def print_report(result: dict[str, Any]) -> None:
     )
     print()
     rows = [
-        ("naive stack (pipeline per prompt/sample, row INSERTs)", t["naive"], ""),
+        ("naive script (command, wall: pipeline per prompt/sample, row INSERTs)", t["naive"], ""),
+        ("  the same after its imports (its own timer)", t["naive_after_imports"], ""),
         ("rlhf-eval eval, first run (command, wall)", t["rlhf_eval_cli_first"], ""),
         ("rlhf-eval evaluate(), first run (in process)", t["rlhf_eval_inprocess_first"], ""),
         ("rlhf-eval eval, cached rerun (command, wall)", t["rlhf_eval_cli_rerun"], "cli"),
         ("  of which at least: python + the command's imports", t["python_and_imports_only"], "floor"),
         ("rlhf-eval evaluate(), cached rerun (in process)", t["rlhf_eval_inprocess_rerun"], "inproc"),
     ]
-    print(f"{'path':<56} {'time':>10} {'ratio':>22}")
+    print(f"{'path':<72} {'time':>10} {'ratio':>22}")
     for label, seconds, kind in rows:
         if kind == "cli":
             ratio = f"{t['rlhf_eval_cli_first'] / seconds:.1f}x faster than first"
@@ -856,14 +913,14 @@ def print_report(result: dict[str, Any]) -> None:
             ratio = f"{t['rlhf_eval_inprocess_first'] / seconds:.1f}x faster than first"
         else:
             ratio = f"naive / this = {t['naive'] / seconds:.1f}x"
-        print(f"{label:<56} {seconds:>8.2f} s {ratio:>22}")
+        print(f"{label:<72} {seconds:>8.2f} s {ratio:>22}")
     w = result["work"]
     print(f"  naive: {w['naive']}")
     print(f"  command first: {w['cli_first']}")
     print(f"  command rerun: {w['cli_rerun']}")
     print(f"  in-process rerun: {w['inprocess_rerun']}")
     print()
-    naive_total = t["naive"]
+    naive_total = t["naive_after_imports"]
     print("naive stack by part: " + ", ".join(
         f"{part} {seconds:.1f} s ({seconds / naive_total:.0%})" for part, seconds in result["naive_parts"].items()
     ))  # fmt: skip
@@ -876,8 +933,9 @@ def print_report(result: dict[str, Any]) -> None:
               f"{value['rerun']:>8.3f} s {value['rerun'] / rerun:>6.1%}")  # fmt: skip
     pad = result["kl_batches"]
     print(
-        f"  KL forwards: {pad['batches']} batches over the 4 checkpoints feed {pad['tokens_fed']} tokens per model "
-        f"for {pad['real_tokens']} real ones ({pad['padding']:.0%} padding; the naive stack feeds no padding)"
+        f"  KL forwards: {pad['batches']} batches ({pad['forwards']} response forwards) over the 4 checkpoints "
+        f"feed {pad['tokens_fed']} tokens per model, the naive stack {pad['naive_tokens']} "
+        f"({pad['saved']:.0%} fewer: each prompt once, padding included)"
     )
     print()
     c = result["correctness"]

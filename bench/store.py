@@ -85,7 +85,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rlhf_eval.detectors import REGISTRY
-from rlhf_eval.store import KEYS, SCHEMA_VERSION, TABLES, Store, shard_name
+from rlhf_eval.store import KEYS, SCHEMA_VERSION, Store, shard_name
+from rlhf_eval.table_schemas import TABLES
 
 TARGET_ROWS_PER_SECOND = 1_000_000
 TARGET_VIEW_SECONDS = 0.2

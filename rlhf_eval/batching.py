@@ -9,22 +9,25 @@ smaller batches lose more to per-call overheads than padding costs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 MAX_PADDING = 0.15
 MIN_BATCH_TOKENS = 1024
 
 
-def too_padded(rows: int, width: int, real: int, real_before: int) -> bool:
+def too_padded(rows: int, width: int, real: int, real_before: int, min_tokens: int = MIN_BATCH_TOKENS) -> bool:
     """Whether a batch of ``rows`` rows padded to ``width``, holding ``real`` real tokens, pads
-    too much, given it held ``real_before`` before its last row.
+    too much, given it held ``real_before`` before its last row (below ``min_tokens`` it never does).
 
     >>> too_padded(3, 600, 1210, 1190)  # a short row after two long ones: 1800 padded for 1210 real
     True
     >>> too_padded(3, 600, 1210, 900)  # the same, while the batch is still small
     False
     """
-    return real_before >= MIN_BATCH_TOKENS and rows * width > (1 + MAX_PADDING) * real
+    return real_before >= min_tokens and rows * width > (1 + MAX_PADDING) * real
 
 
 def length_batches(
@@ -33,11 +36,13 @@ def length_batches(
     *,
     widths: Sequence[int] | None = None,
     width_budget: int | None = None,
+    min_tokens: int = MIN_BATCH_TOKENS,
 ) -> list[list[int]]:
     """Indices of ``lengths`` in batches, longest first, each within ``token_budget`` padded
     tokens (a longer row is a batch of its own) and not ``too_padded``. With ``widths``, each
     batch also keeps rows x (its largest width) within ``width_budget`` (the KL stage bounds the
-    logits it holds this way). Deterministic.
+    logits it holds this way). ``min_tokens``: real tokens below which a batch stays open
+    whatever its padding. Deterministic.
 
     >>> length_batches([20, 600, 10, 590], 10_000)
     [[1, 3], [0, 2]]
@@ -55,7 +60,7 @@ def length_batches(
         extra = widths[index] if widths is not None else 0
         rows, new_width, new_widest, new_real = len(current) + 1, max(width, length), max(widest, extra), real + length
         too_big = rows * new_width > token_budget or (width_budget is not None and rows * new_widest > width_budget)
-        if current and (too_big or too_padded(rows, new_width, new_real, real)):
+        if current and (too_big or too_padded(rows, new_width, new_real, real, min_tokens)):
             batches.append(current)
             current, new_width, new_widest, new_real = [], length, extra, length
         current.append(index)
@@ -63,3 +68,15 @@ def length_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def distinct(keys: Sequence[K]) -> tuple[list[K], list[int]]:
+    """The distinct keys in order of first appearance, and each key's index among them: how the
+    samples of a batch find the one forward of their prompt (generation and KL).
+
+    >>> distinct([(1, 2), (3,), (1, 2)])
+    ([(1, 2), (3,)], [0, 1, 0])
+    """
+    index: dict[K, int] = {}
+    rows = [index.setdefault(key, len(index)) for key in keys]
+    return list(index), rows

@@ -22,6 +22,7 @@ import torch
 
 from rlhf_eval import faults
 from rlhf_eval.attention import planless_attention
+from rlhf_eval.batching import distinct
 from rlhf_eval.models import as_tensor
 from rlhf_eval.records import Prompt
 from rlhf_eval.sampling import SamplingParams, inverse_cdf_sample, processed_logprobs, uniforms
@@ -129,12 +130,15 @@ def plan_batches(
     return batches
 
 
-def _cache_kwarg(model: Any) -> str:
+def cache_kwarg(model: Any) -> str:
+    """The name under which a model's forward takes its KV cache (``cache`` since transformers 5.2x,
+    ``past_key_values`` before)."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _output_cache(output: Any) -> Any:
+def output_cache(output: Any) -> Any:
+    """The KV cache a forward returned, under either name."""
     cache = output.get("cache") if hasattr(output, "get") else None
     return cache if cache is not None else output.get("past_key_values")
 
@@ -168,7 +172,7 @@ class TransformersBackend:
         self.max_batch = max_batch
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0])
-        self.cache_kwarg = _cache_kwarg(model)
+        self.cache_kwarg = cache_kwarg(model)
         forward_params = inspect.signature(model.forward).parameters
         self.keeps_logits = "logits_to_keep" in forward_params
         # left padding shifts positions; models with position embeddings need them explicitly
@@ -186,23 +190,16 @@ class TransformersBackend:
     def _generate(self, batch: Sequence[GenerationRequest]) -> list[GeneratedSample]:
         device = self.model.device
         steps = self.params.max_new_tokens
-        ids, mask = as_tensor([list(r.encoded.token_ids) for r in batch], self.pad_id, left=True)
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        output, logits, mask, next_position = self._prefill(batch)
         draws = torch.stack([uniforms(r.seed, steps) for r in batch]).to(device)  # indexed by `keep` below
         eos = torch.tensor(self.eos_ids, device=device)
-        extra: dict[str, Any] = {"logits_to_keep": 1} if self.keeps_logits else {}
-        if self.takes_positions:
-            extra["position_ids"] = positions
-        output = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
-        next_position = positions[:, -1] + 1
         # rows still sampling (indices into the batch); finished rows leave the batch, their
         # cache rows with them, so the steps after a short answer cost nothing for it
         active = torch.arange(len(batch), device=device)
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
         generated = torch.full((len(batch), steps), self.pad_id, dtype=torch.long, device=device)
         for step in range(steps):
-            logprobs = processed_logprobs(output.logits[:, -1, :], self.params)
+            logprobs = processed_logprobs(logits, self.params)
             token = inverse_cdf_sample(logprobs, draws[:, step]).to(device)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             generated[active, step] = token
@@ -210,7 +207,7 @@ class TransformersBackend:
             faults.reach("generate.step")
             if bool(finished.all()) or step == steps - 1:
                 break
-            cache = _output_cache(output)
+            cache = output_cache(output)
             if prune_now(int(finished.sum()), len(active)) and hasattr(cache, "batch_select_indices"):
                 keep = (~finished).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
@@ -221,9 +218,40 @@ class TransformersBackend:
             if self.takes_positions:
                 step_inputs["position_ids"] = next_position.unsqueeze(-1)
             output = self.model(input_ids=token.unsqueeze(-1), attention_mask=mask, use_cache=True, **step_inputs)
+            logits = output.logits[:, -1, :]
             next_position = next_position + 1
         rows = generated.cpu().tolist()
         return [self._finish(request, row) for request, row in zip(batch, rows, strict=True)]
+
+    def _prefill(self, batch: Sequence[GenerationRequest]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward over the batch's prompts, each distinct prompt once: the samples of a
+        prompt share its KV cache rows (copied to each sample after the forward), so a prompt
+        with k samples costs one prompt forward instead of k. Returns the forward's output (its
+        cache holding one row per sample), the next-token logits, the attention mask and the
+        next position of every sample."""
+        prompts, rows = distinct([r.encoded.token_ids for r in batch])
+        output, logits, mask, positions = self._prompt_forward(prompts)
+        if len(prompts) < len(batch):
+            cache = output_cache(output)
+            if not hasattr(cache, "batch_select_indices"):  # a cache that cannot copy its rows
+                output, logits, mask, positions = self._prompt_forward([r.encoded.token_ids for r in batch])
+            else:
+                index = torch.tensor(rows, device=self.model.device)
+                cache.batch_select_indices(index)
+                logits, mask, positions = logits[index], mask[index], positions[index]
+        return output, logits, mask, positions[:, -1] + 1
+
+    def _prompt_forward(self, prompts: Sequence[Sequence[int]]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The forward of left-padded prompts with a KV cache: output, last logits, mask, positions."""
+        device = self.model.device
+        ids, mask = as_tensor([list(p) for p in prompts], self.pad_id, left=True)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        extra: dict[str, Any] = {"logits_to_keep": 1} if self.keeps_logits else {}
+        if self.takes_positions:
+            extra["position_ids"] = positions
+        output = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
+        return output, output.logits[:, -1, :], mask, positions
 
     def _finish(self, request: GenerationRequest, row: list[int]) -> GeneratedSample:
         eos = set(self.eos_ids)

@@ -13,13 +13,21 @@ Per token, log r_t = log π_ref(y_t|s_t) − log π(y_t|s_t). Estimators (Schulm
 - full = Σ_t Σ_v π(v|s_t) (log π(v|s_t) − log π_ref(v|s_t))   the full-vocabulary
   ("Rao-Blackwellized", Amini et al. 2025) estimator: unbiased, ≥ 0, lowest variance.
 
-All four are computed from one teacher-forced forward of each model over the *generated token
+All four are computed from teacher-forced forwards of each model over the *generated token
 ids* (never detokenized and retokenized). π is the processed distribution actually sampled
 (``sampling.processed_logprobs``); π_ref is the reference's raw distribution.
+
+Samples of the same prompt share its forward. When a batch holds several samples of a prompt
+(``samples_per_prompt`` > 1), each model runs every distinct prompt once, with a KV cache, and
+then the responses on top of it, in chunks of similar response length (``length_batches``), each
+chunk reading its prompts' cache rows: the prompt tokens are computed once per prompt instead of
+once per sample. The logits are those of one forward over prompt + response up to float
+rounding (tested against it).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,9 +36,11 @@ from typing import Any
 import torch
 
 from rlhf_eval.attention import planless_attention
-from rlhf_eval.batching import length_batches
+from rlhf_eval.batching import distinct, length_batches
+from rlhf_eval.generate import cache_kwarg, output_cache
 from rlhf_eval.models import as_tensor
 from rlhf_eval.sampling import SamplingParams, processed_logprobs
+from rlhf_eval.stages import KL_LOGIT_BUDGET
 
 #: The per-sequence sums ``kl_from_logits`` returns: log π, log π_ref of the response, k1, k2, k3, full.
 _SUMS = ("lp", "lq", "k1", "k2", "k3", "full")
@@ -144,9 +154,32 @@ def _response_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor, width: i
 
 @torch.inference_mode()
 def estimate_kl(
-    policy: Any, reference: Any, items: Sequence[KLItem], params: SamplingParams, pad_id: int
+    policy: Any,
+    reference: Any,
+    items: Sequence[KLItem],
+    params: SamplingParams,
+    pad_id: int,
+    *,
+    token_budget: int = 16384,
+    logit_budget: int = KL_LOGIT_BUDGET,
 ) -> list[KLEstimate]:
-    """Teacher-forced forward of policy and reference on (prompt + response) ids; one batch."""
+    """Teacher-forced forwards of policy and reference on (prompt + response) ids; one batch.
+    Samples sharing a prompt share its forward (module docstring) when both models take a KV
+    cache, their responses in chunks within ``token_budget`` and ``logit_budget``; otherwise one
+    forward per model over the whole batch (its size is the planner's: ``plan_kl_batches``)."""
+    prompts, _ = distinct_prompts(items)
+    shareable = len(prompts) < len(items) and all(item.response_ids for item in items)
+    if shareable and takes_cache(policy) and takes_cache(reference):
+        with planless_attention(policy.device):
+            sums = shared_prompt_sums(policy, reference, items, params, pad_id, token_budget, logit_budget)
+        return estimates_of(items, sums)
+    return estimates_of(items, one_forward_sums(policy, reference, items, params, pad_id))
+
+
+def one_forward_sums(
+    policy: Any, reference: Any, items: Sequence[KLItem], params: SamplingParams, pad_id: int
+) -> dict[str, torch.Tensor]:
+    """The estimators' sums from one forward per model over the left-padded prompt + response."""
     sequences = [list(item.prompt_ids) + list(item.response_ids) for item in items]
     ids, mask = as_tensor(sequences, pad_id, left=True)
     lengths = torch.tensor([len(item.response_ids) for item in items])
@@ -157,7 +190,10 @@ def estimate_kl(
     with planless_attention(device):
         policy_logits = _response_logits(policy, ids.to(device), mask.to(device), width)
         ref_logits = _response_logits(reference, ids.to(reference.device), mask.to(reference.device), width)
-    sums = kl_from_logits(policy_logits, ref_logits.to(device), targets.to(device), response_mask.to(device), params)
+    return kl_from_logits(policy_logits, ref_logits.to(device), targets.to(device), response_mask.to(device), params)
+
+
+def estimates_of(items: Sequence[KLItem], sums: dict[str, torch.Tensor]) -> list[KLEstimate]:
     return [
         KLEstimate(
             item.sample_id,
@@ -173,16 +209,160 @@ def estimate_kl(
     ]
 
 
+def distinct_prompts(items: Sequence[KLItem]) -> tuple[list[tuple[int, ...]], list[int]]:
+    """The distinct prompt ids of ``items`` (first appearance first) and each item's index among them."""
+    return distinct([item.prompt_ids for item in items])
+
+
+def takes_cache(model: Any) -> bool:
+    """Whether a model's forward takes and returns a KV cache (``use_cache`` and a cache argument)."""
+    accepted = inspect.signature(model.forward).parameters
+    return "use_cache" in accepted and ("cache" in accepted or "past_key_values" in accepted)
+
+
+#: A prompt forward's result: its KV cache, the last position's logits, the attention mask.
+PromptCache = tuple[Any, torch.Tensor, torch.Tensor]
+
+
+def _prompt_cache(model: Any, prompts: Sequence[tuple[int, ...]], pad_id: int) -> PromptCache:
+    """One forward over the left-padded distinct prompts: their KV cache, the logits of each
+    prompt's last position (which predict the first response token) and the attention mask."""
+    device = model.device
+    ids, mask = as_tensor([list(p) for p in prompts], pad_id, left=True)
+    ids, mask = ids.to(device), mask.to(device)
+    accepted = inspect.signature(model.forward).parameters
+    extra: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+    if "position_ids" in accepted:
+        extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    output = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
+    return output_cache(output), output.logits[:, -1, :], mask
+
+
+def _rows_of(cache: Any, index: torch.Tensor) -> Any:
+    """A new cache holding the rows ``index`` of ``cache`` (which is left as it is): the forward
+    that reads it appends to it."""
+    if hasattr(cache, "layers"):  # transformers' Cache: layers reassign their tensors when selecting
+        chunk = copy.copy(cache)
+        chunk.layers = [copy.copy(layer) for layer in cache.layers]
+    else:
+        chunk = copy.deepcopy(cache)
+    chunk.batch_select_indices(index)
+    return chunk
+
+
+def _chunk_logits(
+    model: Any, prompt: PromptCache, rows: torch.Tensor, responses: list[list[int]], pad_id: int
+) -> torch.Tensor:
+    """Logits predicting each response token of a chunk, right-padded (rows, width, V): the
+    first from the prompt's last position, the rest from one forward of the responses (less
+    their last token) on the chunk's copy of the prompt cache."""
+    cache, last_logits, prompt_mask = prompt
+    device = model.device
+    first = last_logits[rows].unsqueeze(1)
+    width = max(len(r) for r in responses)
+    if width == 1:
+        return first
+    ids, mask = as_tensor([r[:-1] for r in responses], pad_id, left=False)
+    ids, mask = ids.to(device), mask.to(device)
+    accepted = inspect.signature(model.forward).parameters
+    extra: dict[str, Any] = {}
+    if "position_ids" in accepted:
+        start = prompt_mask[rows].sum(-1, keepdim=True)
+        extra["position_ids"] = start + torch.arange(ids.shape[1], device=device).unsqueeze(0)
+    extra[cache_kwarg(model)] = _rows_of(cache, rows)
+    output = model(input_ids=ids, attention_mask=torch.cat([prompt_mask[rows], mask], dim=1), use_cache=True, **extra)
+    return torch.cat([first, output.logits], dim=1)
+
+
+#: Response tokens below which a chunk stays open whatever its padding: a chunk's forward reads
+#: its prompts from the cache, so a small chunk costs little more than its tokens.
+CHUNK_MIN_TOKENS = 256
+
+
+def response_chunks(items: Sequence[KLItem], prompt_width: int, token_budget: int, logit_rows: int) -> list[list[int]]:
+    """The chunks of ``shared_prompt_sums``: indices of ``items``, longest response first, each
+    chunk holding at most ``logit_rows`` logit rows (rows x widest response), at most
+    ``token_budget`` tokens in its forward's context (rows x (prompt width + widest response))
+    and not ``too_padded`` in its responses past ``CHUNK_MIN_TOKENS`` (the prompt part is read
+    from the cache, not computed).
+
+    >>> items = [KLItem(str(i), (1,), (2,) * n) for i, n in enumerate([3, 40, 38, 5])]
+    >>> response_chunks(items, 10, 10_000, 1_000)  # small chunks stay open whatever their padding
+    [[1, 2, 3, 0]]
+    >>> response_chunks(items, 10, 100, 1_000)  # 2 x (10 + 40) context tokens fit, not 3
+    [[1, 2], [3, 0]]
+    >>> response_chunks(items, 10, 10_000, 80)  # 2 x 40 logit rows fit, not 3
+    [[1, 2], [3, 0]]
+    """
+    return length_batches(
+        [len(item.response_ids) for item in items],
+        max(1, logit_rows),
+        widths=[prompt_width + len(item.response_ids) for item in items],
+        width_budget=token_budget,
+        min_tokens=CHUNK_MIN_TOKENS,
+    )
+
+
+def shared_prompt_sums(
+    policy: Any, reference: Any, items: Sequence[KLItem], params: SamplingParams, pad_id: int,
+    token_budget: int, logit_budget: int,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The estimators' sums with each distinct prompt forwarded once per model (module
+    docstring); responses in chunks bounded by ``token_budget`` padded tokens (prompt width
+    included) and ``logit_budget`` logits."""
+    prompts, prompt_of = distinct_prompts(items)
+    policy_prompt = _prompt_cache(policy, prompts, pad_id)
+    ref_prompt = _prompt_cache(reference, prompts, pad_id)
+    prompt_width = policy_prompt[2].shape[1]
+    vocab = int(policy_prompt[1].shape[-1])
+    device = policy.device
+    accumulated = {name: torch.zeros(len(items), dtype=torch.float64) for name in _SUMS}
+    for chunk in response_chunks(items, prompt_width, token_budget, logit_budget // vocab):
+        responses = [list(items[i].response_ids) for i in chunk]
+        targets, mask = as_tensor(responses, pad_id, left=False)
+        rows = torch.tensor([prompt_of[i] for i in chunk], device=device)
+        policy_logits = _chunk_logits(policy, policy_prompt, rows, responses, pad_id)
+        ref_logits = _chunk_logits(reference, ref_prompt, rows.to(reference.device), responses, pad_id)
+        sums = kl_from_logits(policy_logits, ref_logits.to(device), targets.to(device), mask.bool().to(device), params)
+        for name in _SUMS:
+            accumulated[name][chunk] = sums[name]
+    return accumulated
+
+
 def plan_kl_batches(
     items: Sequence[KLItem], token_budget: int, vocab_size: int, logit_budget: int
 ) -> list[list[KLItem]]:
-    """Length-sorted batches bounded by padded tokens, by the (B x (response + 1) x V) logits
-    they hold and by their padding (``batching.length_batches``). Deterministic: the same items
-    always give the same batches."""
-    groups = length_batches(
-        [len(item.prompt_ids) + len(item.response_ids) for item in items],
-        token_budget,
-        widths=[len(item.response_ids) + 1 for item in items],
-        width_budget=logit_budget // vocab_size,  # rows x width <= B // V  <=>  rows x width x V <= B
-    )
-    return [[items[i] for i in group] for group in groups]
+    """The KL stage's batches. Deterministic: the same items always give the same batches.
+
+    When every prompt appears once: length-sorted batches bounded by padded tokens, by the
+    (B x (response + 1) x V) logits they hold and by their padding (``batching.length_batches``).
+    When prompts repeat: batches of whole prompts, every sample of a prompt in the batch of its
+    prompt, so that ``estimate_kl`` forwards each prompt once (it splits the responses into
+    chunks itself); prompts sorted by length, a batch closing once its distinct prompts would
+    pass ``token_budget`` padded tokens or pad too much, or its samples ``token_budget`` real
+    tokens (a prompt with more is a batch of its own)."""
+    prompts, prompt_of = distinct_prompts(items)
+    if len(prompts) == len(items):
+        groups = length_batches(
+            [len(item.prompt_ids) + len(item.response_ids) for item in items],
+            token_budget,
+            widths=[len(item.response_ids) + 1 for item in items],
+            width_budget=logit_budget // vocab_size,  # rows x width <= B // V  <=>  rows x width x V <= B
+        )
+        return [[items[i] for i in group] for group in groups]
+    members: list[list[int]] = [[] for _ in prompts]
+    for i, prompt in enumerate(prompt_of):
+        members[prompt].append(i)
+    tokens = [sum(len(items[i].prompt_ids) + len(items[i].response_ids) for i in m) for m in members]
+    batches: list[list[int]] = []
+    for group in length_batches([len(p) for p in prompts], token_budget):  # the distinct prompts' forward
+        current: list[int] = []
+        real = 0
+        for prompt in group:
+            if current and real + tokens[prompt] > token_budget:
+                batches.append(current)
+                current, real = [], 0
+            current.append(prompt)
+            real += tokens[prompt]
+        batches.append(current)
+    return [[items[i] for prompt in batch for i in members[prompt]] for batch in batches]

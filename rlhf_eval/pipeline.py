@@ -506,7 +506,9 @@ class Evaluation:
         for batch in progress(batches, len(batches), f"{label} KL", self.config.progress):
             if not stages.todo(batch, done):
                 continue
-            estimates = stages.kl_rows(policy, self.ref_model, batch, self.params, pad, done, ref_fp)
+            estimates = stages.kl_rows(
+                policy, self.ref_model, batch, self.params, pad, done, ref_fp, self.config.token_budget
+            )
             self.store.stage("kl", estimates, fresh=True)
             faults.reach("kl.batch")
             self.stats.kl_computed += len(estimates)

@@ -212,7 +212,9 @@ class KLStage(ModelStage):
         estimates: list[dict[str, Any]] = []
         for batch in stages.plan_kl(stages.kl_items(ids, samples), ctx.token_budget, int(policy.config.vocab_size)):
             if stages.todo(batch, done):
-                estimates += stages.kl_rows(policy, reference, batch, ctx.params, pad, done, ctx.ref_fp)
+                estimates += stages.kl_rows(
+                    policy, reference, batch, ctx.params, pad, done, ctx.ref_fp, ctx.token_budget
+                )
         shard["new"]["kl"] = estimates
         return shard
 

@@ -1,7 +1,7 @@
 """Rows of the store's tables, built from the pipeline's records.
 
 Pure functions: each takes typed records and returns the dicts ``Store.stage`` writes, with
-exactly the columns of ``store.TABLES``. Keeping them here keeps the runner about running.
+exactly the columns of ``table_schemas.TABLES``. Keeping them here keeps the runner about running.
 """
 
 from __future__ import annotations

@@ -112,14 +112,14 @@ def plan_kl(items: Sequence[Any], token_budget: int, vocab_size: int) -> list[li
 
 
 def kl_rows(
-    policy: Any, reference: Any, batch: Sequence[Any], params: Any, pad_id: int, done: Container[str], ref_fp: str
-) -> list[Row]:
+    policy: Any, reference: Any, batch: Sequence[Any], params: Any, pad_id: int, done: Container[str], ref_fp: str,
+    token_budget: int,
+) -> list[Row]:  # fmt: skip
     """KL estimates of one planned batch against the reference, for the samples not ``done``."""
     from rlhf_eval.kl import estimate_kl
 
-    return [
-        rows.kl_row(e, ref_fp) for e in estimate_kl(policy, reference, batch, params, pad_id) if e.sample_id not in done
-    ]
+    estimates = estimate_kl(policy, reference, batch, params, pad_id, token_budget=token_budget)
+    return [rows.kl_row(e, ref_fp) for e in estimates if e.sample_id not in done]
 
 
 def zero_kl_rows(sample_ids: Sequence[str], samples: Samples, done: Container[str], ref_fp: str) -> list[Row]:

@@ -65,15 +65,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from rlhf_eval import faults, stats
 from rlhf_eval.errors import DatabaseLocked, StoreError
+
+if TYPE_CHECKING:  # pyarrow is imported where rows are written: a read-only command never needs it
+    import pyarrow as pa
 
 MAX_DEFER = 3.0  # seconds rows may stay staged while readers keep the database busy
 IGNORE = "IGNORE"  # content-addressed: the first write of a key is the only one
@@ -84,248 +84,6 @@ UNINDEXED = frozenset({"samples", "kl", "scores", "features", "bon_values"})
 LEDGER = "ingested_shards"
 #: Marks the shards of rows staged with ``fresh=True``: ``<time>-<random>-new-<table>.parquet``.
 FRESH_MARK = "new"
-
-LIST_INT = pa.list_(pa.int32())
-
-
-def interval_columns(*names: str) -> list[str]:
-    """Each name followed by its ``_ci_low`` and ``_ci_high`` columns."""
-    return [column for name in names for column in (name, f"{name}_ci_low", f"{name}_ci_high")]
-
-
-#: analysis_points / analysis_runs columns (see migrations/0002_analysis.sql): name -> type.
-ANALYSIS_POINT_COLUMNS: dict[str, pa.DataType] = {
-    "run": pa.string(),
-    "checkpoint": pa.string(),
-    "step": pa.int64(),
-    "kl_estimator": pa.string(),
-    "kl": pa.float64(),
-    "sqrt_kl": pa.float64(),
-    **dict.fromkeys(interval_columns("proxy_norm", "gold_norm"), pa.float64()),
-    "prob_best": pa.float64(),
-    **dict.fromkeys(interval_columns("gold_drop_from_best"), pa.float64()),
-    "past_peak": pa.bool_(),
-    "gold_debiased": pa.float64(),
-    "gold_length_explained": pa.float64(),
-    "gold_length_share": pa.float64(),
-    "proxy_gold_tau": pa.float64(),
-    "proxy_disagreement": pa.float64(),
-    "kl_bon_analytic": pa.float64(),
-    "kl_bon_plugin": pa.float64(),
-    "kl_bon_differ": pa.bool_(),
-    "duplicate_fraction": pa.float64(),
-    "analysed_at": pa.timestamp("us"),
-}
-ANALYSIS_RUN_COLUMNS: dict[str, pa.DataType] = {
-    "run": pa.string(),
-    "method": pa.string(),
-    "kind": pa.string(),
-    "kl_estimator": pa.string(),
-    "n_points": pa.int32(),
-    "n_prompts": pa.int32(),
-    "replicates": pa.int32(),
-    "seed": pa.int64(),
-    "peak_checkpoint": pa.string(),
-    "peak_step": pa.int64(),
-    "peak_kl": pa.float64(),
-    "peak_sqrt_kl": pa.float64(),
-    "gold_at_peak": pa.float64(),
-    "gold_at_last": pa.float64(),
-    "gold_norm_at_peak": pa.float64(),
-    "gold_norm_at_last": pa.float64(),
-    "last_checkpoint": pa.string(),
-    "last_step": pa.int64(),
-    **dict.fromkeys(interval_columns("gold_drop", "proxy_gain_after_peak"), pa.float64()),
-    "overoptimized": pa.bool_(),
-    "best_checkpoint": pa.string(),
-    "best_probability": pa.float64(),
-    **dict.fromkeys(interval_columns("proxy_slope_after_peak", "gold_slope_after_peak"), pa.float64()),
-    "diverging": pa.bool_(),
-    "early_warning": pa.bool_(),
-    "early_warning_points": pa.int32(),
-    **dict.fromkeys(interval_columns("gold_slope_recent"), pa.float64()),
-    "gold_falling": pa.bool_(),
-    "fit_form": pa.string(),
-    **dict.fromkeys(interval_columns("fit_alpha", "fit_beta", "fit_d_star", "fit_kl_star", "fit_r_star"), pa.float64()),
-    "fit_peak_resolved": pa.bool_(),
-    "fit_note": pa.string(),
-    "evidence": pa.string(),
-    "notes": pa.string(),
-    "analysed_at": pa.timestamp("us"),
-}
-
-
-def analysis_schema(columns: dict[str, pa.DataType]) -> pa.Schema:
-    return pa.schema(list(columns.items()))
-
-
-TABLES: dict[str, tuple[str, pa.Schema]] = {
-    "evaluations": (
-        REPLACE,
-        pa.schema(
-            [
-                ("eval_id", pa.string()),
-                ("started_at", pa.timestamp("us")),
-                ("finished_at", pa.timestamp("us")),
-                ("status", pa.string()),
-                ("command", pa.string()),
-                ("config", pa.string()),
-                ("provenance", pa.string()),
-                ("seed", pa.int64()),
-                ("schema_version", pa.int32()),
-            ]
-        ),
-    ),
-    "suites": (
-        IGNORE,
-        pa.schema(
-            [
-                ("suite_fp", pa.string()),
-                ("name", pa.string()),
-                ("version", pa.string()),
-                ("source", pa.string()),
-                ("n_prompts", pa.int32()),
-            ]
-        ),
-    ),
-    "prompts": (
-        IGNORE,
-        pa.schema(
-            [
-                ("suite_fp", pa.string()),
-                ("idx", pa.int32()),
-                ("prompt_id", pa.string()),
-                ("text", pa.string()),
-                ("messages", pa.string()),
-                ("category", pa.string()),
-            ]
-        ),
-    ),
-    "generation_configs": (IGNORE, pa.schema([("gen_key", pa.string()), ("config", pa.string())])),
-    "checkpoints": (
-        REPLACE,
-        pa.schema(
-            [
-                ("run", pa.string()),
-                ("checkpoint", pa.string()),
-                ("step", pa.int64()),
-                ("method", pa.string()),
-                ("is_reference", pa.bool_()),
-                ("path", pa.string()),
-                ("kind", pa.string()),
-                ("base_model", pa.string()),
-                ("model_fp", pa.string()),
-                ("ref_fp", pa.string()),
-                ("suite_fp", pa.string()),
-                ("gen_key", pa.string()),
-                ("samples_per_prompt", pa.int32()),
-                ("proxy_scorer", pa.string()),
-                ("gold_scorer", pa.string()),
-                ("eval_id", pa.string()),
-                ("evaluated_at", pa.timestamp("us")),
-            ]
-        ),
-    ),
-    "samples": (
-        IGNORE,
-        pa.schema(
-            [
-                ("sample_id", pa.string()),
-                ("model_fp", pa.string()),
-                ("prompt_id", pa.string()),
-                ("gen_key", pa.string()),
-                ("sample_idx", pa.int32()),
-                ("prompt_token_ids", LIST_INT),
-                ("token_ids", LIST_INT),
-                ("response", pa.string()),
-                ("n_tokens", pa.int32()),
-                ("ended_eos", pa.bool_()),
-                ("prompt_truncated", pa.bool_()),
-                ("eval_id", pa.string()),
-            ]
-        ),
-    ),
-    "kl": (
-        IGNORE,
-        pa.schema(
-            [
-                ("sample_id", pa.string()),
-                ("ref_fp", pa.string()),
-                ("logp_policy", pa.float64()),
-                ("logp_ref", pa.float64()),
-                ("k1", pa.float64()),
-                ("k2", pa.float64()),
-                ("k3", pa.float64()),
-                ("kl_full", pa.float64()),
-                ("n_tokens", pa.int32()),
-            ]
-        ),
-    ),
-    "scorers": (
-        IGNORE,
-        pa.schema(
-            [
-                ("scorer_id", pa.string()),
-                ("name", pa.string()),
-                ("kind", pa.string()),
-                ("spec", pa.string()),
-                ("higher_is_better", pa.bool_()),
-            ]
-        ),
-    ),
-    "scores": (
-        IGNORE,
-        pa.schema([("sample_id", pa.string()), ("scorer_id", pa.string()), ("value", pa.float64())]),
-    ),
-    "features": (
-        REPLACE,
-        pa.schema(
-            [("sample_id", pa.string()), ("feature", pa.string()), ("version", pa.int32()), ("value", pa.float64())]
-        ),
-    ),
-    "training_logs": (
-        REPLACE,
-        pa.schema([("run", pa.string()), ("step", pa.int64()), ("metric", pa.string()), ("value", pa.float64())]),
-    ),
-    "file_hashes": (
-        REPLACE,
-        pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("sha256", pa.string())]),
-    ),
-    "bon_runs": (
-        REPLACE,
-        pa.schema(
-            [
-                ("run", pa.string()),
-                ("pool_run", pa.string()),
-                ("pool_checkpoint", pa.string()),
-                ("pool_size", pa.int32()),
-                ("ns", LIST_INT),
-                ("path", pa.string()),
-                ("model_fp", pa.string()),
-                ("suite_fp", pa.string()),
-                ("gen_key", pa.string()),
-                ("proxy_scorer", pa.string()),
-                ("gold_scorer", pa.string()),
-                ("eval_id", pa.string()),
-                ("evaluated_at", pa.timestamp("us")),
-            ]
-        ),
-    ),
-    "bon_values": (
-        REPLACE,
-        pa.schema(
-            [
-                ("run", pa.string()),
-                ("n", pa.int32()),
-                ("prompt_id", pa.string()),
-                ("metric", pa.string()),
-                ("value", pa.float64()),
-            ]
-        ),
-    ),
-    "analysis_points": (REPLACE, analysis_schema(ANALYSIS_POINT_COLUMNS)),
-    "analysis_runs": (REPLACE, analysis_schema(ANALYSIS_RUN_COLUMNS)),
-}
 
 
 @dataclass(frozen=True)
@@ -515,6 +273,8 @@ class Store:
         survives a run killed before that flush."""
         if not keys:
             return
+        import pyarrow as pa
+
         runs, checkpoints = zip(*sorted(set(keys)), strict=True)
         self._write_shard(REFRESH_SHARD, pa.table({"run": list(runs), "checkpoint": list(checkpoints)}))
 
@@ -526,6 +286,8 @@ class Store:
             if isinstance(data, bytes):
                 tmp.write_bytes(data)
             else:
+                import pyarrow.parquet as pq
+
                 pq.write_table(data, tmp)
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
@@ -578,6 +340,8 @@ class Store:
             touched: set[tuple[str, str]] = set()
             for table, group in by_table(record_shards(con, shards)).items():
                 if table == REFRESH_SHARD:
+                    import pyarrow.parquet as pq
+
                     for shard in group:
                         request = pq.read_table(shard)
                         touched.update(zip(request["run"].to_pylist(), request["checkpoint"].to_pylist(), strict=True))
@@ -624,12 +388,19 @@ class Store:
 
 def encode_rows(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Rows as the Arrow table a shard of ``table`` holds: its schema, one row per key."""
+    import pyarrow as pa
+
+    from rlhf_eval.table_schemas import TABLES
+
     mode, schema = TABLES[table]
     return pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema)
 
 
 def parquet_bytes(table: str, rows: Sequence[dict[str, Any]]) -> bytes:
     """A shard of ``table`` encoded in memory, for ``Store.stage_parquet``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     sink = pa.BufferOutputStream()
     pq.write_table(encode_rows(table, rows), sink)
     return bytes(sink.getvalue().to_pybytes())
@@ -662,6 +433,8 @@ def by_table(shards: Sequence[Path]) -> dict[str, list[Path]]:
 def record_shards(con: duckdb.DuckDBPyConnection, shards: Sequence[Path]) -> list[Path]:
     """The shards not ingested yet, recorded in the ledger within the caller's transaction; the
     names of shards no longer on disk are dropped from it (they cannot come back)."""
+    import pyarrow as pa
+
     con.register("pending_shards", pa.table({"name": pa.array([shard.name for shard in shards], pa.string())}))
     done = {
         row[0]
@@ -678,6 +451,10 @@ def record_shards(con: duckdb.DuckDBPyConnection, shards: Sequence[Path]) -> lis
 def ingest(con: duckdb.DuckDBPyConnection, table: str, shards: Sequence[Path]) -> None:
     """One ``INSERT`` of a table's shards (in staging order) within the caller's transaction,
     keeping one row per key as the table does (the rules in the module docstring)."""
+    import pyarrow as pa
+
+    from rlhf_eval.table_schemas import TABLES
+
     mode, schema = TABLES[table]
     data = pa.concat_tables([read_shard(shard, schema) for shard in shards])
     fresh = all(shard_table(shard)[1] for shard in shards)
@@ -704,6 +481,8 @@ def ingest(con: duckdb.DuckDBPyConnection, table: str, shards: Sequence[Path]) -
 def read_shard(shard: Path, schema: pa.Schema) -> pa.Table:
     """A shard's rows with the table's schema (``ParquetFile.read``: a third faster than
     ``pq.read_table`` on the evaluator's small shards)."""
+    import pyarrow.parquet as pq
+
     with pq.ParquetFile(shard) as handle:
         data = handle.read()
     return data if data.schema.equals(schema) else data.cast(schema)
@@ -713,12 +492,16 @@ def one_per_key(data: pa.Table, keys: Sequence[str], mode: str) -> pa.Table:
     """The rows of ``data`` with one row per key, in their order: the first (IGNORE) or the last
     (REPLACE) of each key.
 
+    >>> import pyarrow as pa
     >>> data = pa.table({"sample_id": ["a", "b", "a"], "scorer_id": ["r", "r", "r"], "value": [1.0, 2.0, 3.0]})
     >>> one_per_key(data, ("sample_id", "scorer_id"), IGNORE)["value"].to_pylist()
     [1.0, 2.0]
     >>> one_per_key(data, ("sample_id", "scorer_id"), REPLACE)["value"].to_pylist()
     [2.0, 3.0]
     """
+    import numpy as np
+    import pyarrow as pa
+
     which = "min" if mode == IGNORE else "max"
     positions = data.select(list(keys)).append_column("position", pa.array(np.arange(data.num_rows)))
     picked = positions.group_by(list(keys)).aggregate([("position", which)])[f"position_{which}"]

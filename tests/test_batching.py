@@ -35,7 +35,7 @@ def test_length_batches_plan_every_row_once_within_budget_and_padding(lengths: l
 @given(st.lists(st.tuples(st.integers(1, 200), st.integers(1, 300)), max_size=200), st.integers(256, 20_000))
 def test_kl_batches_keep_both_budgets_and_bound_padding(shapes: list[tuple[int, int]], budget: int) -> None:
     vocab, logit_budget = 50, 2_000_000
-    items = [KLItem(f"s{i}", (7,) * p, (8,) * r) for i, (p, r) in enumerate(shapes)]
+    items = [KLItem(f"s{i}", (i,) * p, (8,) * r) for i, (p, r) in enumerate(shapes)]  # every prompt distinct
     batches = plan_kl_batches(items, budget, vocab, logit_budget)
     assert sorted(item.sample_id for b in batches for item in b) == sorted(item.sample_id for item in items)
     for batch in batches:
@@ -43,3 +43,30 @@ def test_kl_batches_keep_both_budgets_and_bound_padding(shapes: list[tuple[int, 
         resp = max(len(i.response_ids) for i in batch)
         assert len(batch) == 1 or (len(batch) * width <= budget and len(batch) * (resp + 1) * vocab <= logit_budget)
     check_padding([[len(i.prompt_ids) + len(i.response_ids) for i in b] for b in batches])
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(1, 120), st.integers(1, 300)), max_size=200),
+    st.integers(256, 20_000),
+)
+def test_kl_batches_of_repeated_prompts_hold_whole_prompts(shapes: list[tuple[int, int, int]], budget: int) -> None:
+    """Samples of one prompt all land in the batch of their prompt (forwarded once there); the
+    distinct prompts of a batch keep the token budget and bounded padding, its samples the
+    budget in real tokens, unless a single prompt exceeds it alone."""
+    lengths: dict[int, int] = {}
+    items = []
+    for i, (prompt, length, response) in enumerate(shapes):
+        width = lengths.setdefault(prompt, length)  # one prompt, one length
+        items.append(KLItem(f"s{i}", (prompt,) * width, (8,) * response))
+    if len({item.prompt_ids for item in items}) == len(items):
+        return  # no prompt repeats: the test above
+    batches = plan_kl_batches(items, budget, 50, 2_000_000)
+    assert sorted(item.sample_id for b in batches for item in b) == sorted(item.sample_id for item in items)
+    home = {item.prompt_ids: n for n, batch in enumerate(batches) for item in batch}
+    assert all(home[item.prompt_ids] == n for n, batch in enumerate(batches) for item in batch)
+    for batch in batches:
+        prompts = {item.prompt_ids for item in batch}
+        real = sum(len(item.prompt_ids) + len(item.response_ids) for item in batch)
+        assert len(prompts) == 1 or real <= budget
+        assert len(prompts) == 1 or len(prompts) * max(len(p) for p in prompts) <= budget
+    assert plan_kl_batches(items, budget, 50, 2_000_000) == batches

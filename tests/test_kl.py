@@ -207,3 +207,88 @@ def test_rows_that_finish_leave_the_batch_without_changing_any_sample(
     assert len(lengths) >= 3 and any(not s.ended_eos for s in together)  # rows really left at different steps
     alone = [backend.generate([r])[0] for r in requests]
     assert [(s.token_ids, s.text, s.ended_eos) for s in together] == [(s.token_ids, s.text, s.ended_eos) for s in alone]
+
+
+def prefill_rows(model: torch.nn.Module) -> list[int]:
+    """Rows of each forward's ``input_ids`` that starts without a KV cache (the prompt forwards)."""
+    rows: list[int] = []
+
+    def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
+            rows.append(int(ids.shape[0]))
+
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    return rows
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
+def test_samples_of_a_prompt_share_one_prompt_forward(eight_token_tokenizer, arch: str) -> None:
+    """A batch holding k samples of each prompt runs each distinct prompt through the model once
+    (its KV cache rows copied to the k samples); every sample stays the one drawn alone."""
+    model = tiny_arch(arch)
+    rows = prefill_rows(model)
+    backend = TransformersBackend(model, eight_token_tokenizer, SamplingParams(max_new_tokens=8))
+    prompts = [(3,), (3, 4, 5, 6, 7), (5, 5)]
+    requests = [
+        GenerationRequest(
+            f"s{p}-{k}", EncodedPrompt(Prompt(f"p{p}", p, text="x"), ids, False), k, sample_seed(0, f"p{p}", k)
+        )
+        for p, ids in enumerate(prompts)
+        for k in range(4)
+    ]
+    together = backend.generate(requests)
+    assert rows == [3]  # one forward of the 3 distinct prompts for 12 samples
+    assert len({s.token_ids for s in together}) > len(prompts)  # the samples of a prompt differ
+    alone = [backend.generate([r])[0] for r in requests]
+    assert [(s.token_ids, s.ended_eos) for s in together] == [(s.token_ids, s.ended_eos) for s in alone]
+
+
+def test_a_cache_that_cannot_copy_rows_gets_one_prompt_row_per_sample(
+    eight_token_tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers.cache_utils import Cache
+
+    model = tiny_arch("llama")
+    backend = TransformersBackend(model, eight_token_tokenizer, SamplingParams(max_new_tokens=8))
+    requests = [
+        GenerationRequest(f"s{k}", EncodedPrompt(Prompt("p", 0, text="x"), (3, 4), False), k, sample_seed(0, "p", k))
+        for k in range(5)
+    ]
+    shared = backend.generate(requests)
+    monkeypatch.delattr(Cache, "batch_select_indices")
+    rows = prefill_rows(model)
+    unshared = backend.generate(requests)
+    assert rows == [1, 5]  # the shared forward, then one row per sample
+    assert [s.token_ids for s in unshared] == [s.token_ids for s in shared]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
+@pytest.mark.parametrize("params", [SamplingParams(max_new_tokens=8), SamplingParams(max_new_tokens=8, top_k=4)])
+def test_shared_prompt_forward_gives_the_one_forward_estimates(
+    eight_token_tokenizer, arch: str, params: SamplingParams
+) -> None:
+    """Samples sharing a prompt: each prompt forwarded once, the responses in chunks on its cache
+    (several chunks here: a tiny chunk budget), give every estimator as one forward over prompt +
+    response does."""
+    from rlhf_eval.kl import one_forward_sums, shared_prompt_sums
+
+    policy, ref = tiny_arch(arch), tiny_lm(5, 3.0) if arch == "gpt2" else tiny_arch(arch)
+    if arch != "gpt2":
+        with torch.no_grad():
+            for parameter in ref.parameters():
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    prompts = [(3,), (3, 4, 5, 6, 7), (5, 5)]
+    responses = [(4, 5, EOS), (6,), (7, 7, 7, 7, 7, 7, 7, 7), (EOS,), (4, 4, 5, 5, 6), (6, 7, EOS)]
+    items = [KLItem(f"s{i}", prompts[i % 3], response) for i, response in enumerate(responses)]
+    with torch.inference_mode():
+        one = one_forward_sums(policy, ref, items, params, pad_id=0)
+        rows = prefill_rows(policy)
+        shared = shared_prompt_sums(policy, ref, items, params, 0, token_budget=40, logit_budget=8 * 9)
+    assert rows == [3]  # the 3 distinct prompts, once
+    assert max(one["full"].abs().max(), one["k1"].abs().max()) > 0.05  # the models differ
+    for name in one:
+        assert torch.allclose(shared[name], one[name], atol=1e-5, equal_nan=True), name  # top-k: -inf log π
+    assert [e.k1 for e in estimate_kl(policy, ref, items, params, pad_id=0)] == pytest.approx(
+        one["k1"].tolist(), abs=1e-5
+    )

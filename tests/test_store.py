@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from rlhf_eval.errors import StoreError
 from rlhf_eval.integrity import duplicated_keys
 from rlhf_eval.query import checkpoint_summary, fetch_dicts, read_connection
-from rlhf_eval.store import KEYS, LEDGER, SCHEMA_VERSION, TABLES, UNINDEXED, Store
+from rlhf_eval.store import KEYS, LEDGER, SCHEMA_VERSION, UNINDEXED, Store
+from rlhf_eval.table_schemas import TABLES
 
 
 def score_rows(n: int, value: float = 1.0) -> list[dict]:
