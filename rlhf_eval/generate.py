@@ -143,6 +143,25 @@ def output_cache(output: Any) -> Any:
     return cache if cache is not None else output.get("past_key_values")
 
 
+def prompt_forward(
+    model: Any, prompts: Sequence[Sequence[int]], pad_id: int
+) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward of left-padded prompts that keeps its KV cache (generation and the KL stage
+    start from it): the output, each prompt's last logits (they predict the first response
+    token), the attention mask and the position ids (explicit: left padding shifts them; ALiBi
+    models such as BLOOM take none)."""
+    device = model.device
+    ids, mask = as_tensor([list(p) for p in prompts], pad_id, left=True)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    accepted = inspect.signature(model.forward).parameters
+    extra: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+    if "position_ids" in accepted:
+        extra["position_ids"] = positions
+    output = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
+    return output, output.logits[:, -1, :], mask, positions
+
+
 def prune_now(finished: int, active: int) -> bool:
     """Drop finished rows from the batch once they are an eighth of it: each drop copies the KV
     cache, so it is done when it saves at least that much of every following step.
@@ -173,11 +192,9 @@ class TransformersBackend:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0])
         self.cache_kwarg = cache_kwarg(model)
-        forward_params = inspect.signature(model.forward).parameters
-        self.keeps_logits = "logits_to_keep" in forward_params
         # left padding shifts positions; models with position embeddings need them explicitly
         # (ALiBi models such as BLOOM take none)
-        self.takes_positions = "position_ids" in forward_params
+        self.takes_positions = "position_ids" in inspect.signature(model.forward).parameters
 
     def plan(self, requests: Sequence[GenerationRequest]) -> list[list[GenerationRequest]]:
         return plan_batches(requests, self.params.max_new_tokens, self.token_budget, self.max_batch)
@@ -230,28 +247,18 @@ class TransformersBackend:
         cache holding one row per sample), the next-token logits, the attention mask and the
         next position of every sample."""
         prompts, rows = distinct([r.encoded.token_ids for r in batch])
-        output, logits, mask, positions = self._prompt_forward(prompts)
+        output, logits, mask, positions = prompt_forward(self.model, prompts, self.pad_id)
         if len(prompts) < len(batch):
             cache = output_cache(output)
             if not hasattr(cache, "batch_select_indices"):  # a cache that cannot copy its rows
-                output, logits, mask, positions = self._prompt_forward([r.encoded.token_ids for r in batch])
+                output, logits, mask, positions = prompt_forward(
+                    self.model, [r.encoded.token_ids for r in batch], self.pad_id
+                )
             else:
                 index = torch.tensor(rows, device=self.model.device)
                 cache.batch_select_indices(index)
                 logits, mask, positions = logits[index], mask[index], positions[index]
         return output, logits, mask, positions[:, -1] + 1
-
-    def _prompt_forward(self, prompts: Sequence[Sequence[int]]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The forward of left-padded prompts with a KV cache: output, last logits, mask, positions."""
-        device = self.model.device
-        ids, mask = as_tensor([list(p) for p in prompts], self.pad_id, left=True)
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        extra: dict[str, Any] = {"logits_to_keep": 1} if self.keeps_logits else {}
-        if self.takes_positions:
-            extra["position_ids"] = positions
-        output = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
-        return output, output.logits[:, -1, :], mask, positions
 
     def _finish(self, request: GenerationRequest, row: list[int]) -> GeneratedSample:
         eos = set(self.eos_ids)

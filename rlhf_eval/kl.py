@@ -37,7 +37,7 @@ import torch
 
 from rlhf_eval.attention import planless_attention
 from rlhf_eval.batching import distinct, length_batches
-from rlhf_eval.generate import cache_kwarg, output_cache
+from rlhf_eval.generate import cache_kwarg, output_cache, prompt_forward
 from rlhf_eval.models import as_tensor
 from rlhf_eval.sampling import SamplingParams, processed_logprobs
 from rlhf_eval.stages import KL_LOGIT_BUDGET
@@ -227,15 +227,8 @@ PromptCache = tuple[Any, torch.Tensor, torch.Tensor]
 def _prompt_cache(model: Any, prompts: Sequence[tuple[int, ...]], pad_id: int) -> PromptCache:
     """One forward over the left-padded distinct prompts: their KV cache, the logits of each
     prompt's last position (which predict the first response token) and the attention mask."""
-    device = model.device
-    ids, mask = as_tensor([list(p) for p in prompts], pad_id, left=True)
-    ids, mask = ids.to(device), mask.to(device)
-    accepted = inspect.signature(model.forward).parameters
-    extra: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-    if "position_ids" in accepted:
-        extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-    output = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
-    return output_cache(output), output.logits[:, -1, :], mask
+    output, last_logits, mask, _ = prompt_forward(model, prompts, pad_id)
+    return output_cache(output), last_logits, mask
 
 
 def _rows_of(cache: Any, index: torch.Tensor) -> Any:
