@@ -165,15 +165,24 @@ def estimate_kl(
 ) -> list[KLEstimate]:
     """Teacher-forced forwards of policy and reference on (prompt + response) ids; one batch.
     Samples sharing a prompt share its forward (module docstring) when both models take a KV
-    cache, their responses in chunks within ``token_budget`` and ``logit_budget``; otherwise one
-    forward per model over the whole batch (its size is the planner's: ``plan_kl_batches``)."""
+    cache, their responses in chunks within ``token_budget`` and ``logit_budget``. Otherwise one
+    forward per model over prompt + response, in ``length_groups`` within the same budgets (a
+    batch of distinct prompts is one such group already: ``plan_kl_batches``)."""
     prompts, _ = distinct_prompts(items)
     shareable = len(prompts) < len(items) and all(item.response_ids for item in items)
     if shareable and takes_cache(policy) and takes_cache(reference):
         with planless_attention(policy.device):
             sums = shared_prompt_sums(policy, reference, items, params, pad_id, token_budget, logit_budget)
         return estimates_of(items, sums)
-    return estimates_of(items, one_forward_sums(policy, reference, items, params, pad_id))
+    groups = length_groups(items, token_budget, int(policy.config.vocab_size), logit_budget)
+    if len(groups) == 1:
+        return estimates_of(items, one_forward_sums(policy, reference, items, params, pad_id))
+    accumulated = {name: torch.zeros(len(items), dtype=torch.float64) for name in _SUMS}
+    for group in groups:
+        sums = one_forward_sums(policy, reference, [items[i] for i in group], params, pad_id)
+        for name in _SUMS:
+            accumulated[name][group] = sums[name]
+    return estimates_of(items, accumulated)
 
 
 def one_forward_sums(
@@ -322,13 +331,24 @@ def shared_prompt_sums(
     return accumulated
 
 
+def length_groups(items: Sequence[KLItem], token_budget: int, vocab_size: int, logit_budget: int) -> list[list[int]]:
+    """Indices of ``items`` in length-sorted groups for one forward each over prompt + response,
+    bounded by padded tokens, by the (B x (response + 1) x V) logits they hold and by their
+    padding (``batching.length_batches``)."""
+    return length_batches(
+        [len(item.prompt_ids) + len(item.response_ids) for item in items],
+        token_budget,
+        widths=[len(item.response_ids) + 1 for item in items],
+        width_budget=logit_budget // vocab_size,  # rows x width <= B // V  <=>  rows x width x V <= B
+    )
+
+
 def plan_kl_batches(
     items: Sequence[KLItem], token_budget: int, vocab_size: int, logit_budget: int
 ) -> list[list[KLItem]]:
     """The KL stage's batches. Deterministic: the same items always give the same batches.
 
-    When every prompt appears once: length-sorted batches bounded by padded tokens, by the
-    (B x (response + 1) x V) logits they hold and by their padding (``batching.length_batches``).
+    When every prompt appears once: ``length_groups``.
     When prompts repeat: batches of whole prompts, every sample of a prompt in the batch of its
     prompt, so that ``estimate_kl`` forwards each prompt once (it splits the responses into
     chunks itself); prompts sorted by length, a batch closing once its distinct prompts would
@@ -336,13 +356,7 @@ def plan_kl_batches(
     tokens (a prompt with more is a batch of its own)."""
     prompts, prompt_of = distinct_prompts(items)
     if len(prompts) == len(items):
-        groups = length_batches(
-            [len(item.prompt_ids) + len(item.response_ids) for item in items],
-            token_budget,
-            widths=[len(item.response_ids) + 1 for item in items],
-            width_budget=logit_budget // vocab_size,  # rows x width <= B // V  <=>  rows x width x V <= B
-        )
-        return [[items[i] for i in group] for group in groups]
+        return [[items[i] for i in group] for group in length_groups(items, token_budget, vocab_size, logit_budget)]
     members: list[list[int]] = [[] for _ in prompts]
     for i, prompt in enumerate(prompt_of):
         members[prompt].append(i)

@@ -292,3 +292,28 @@ def test_shared_prompt_forward_gives_the_one_forward_estimates(
     assert [e.k1 for e in estimate_kl(policy, ref, items, params, pad_id=0)] == pytest.approx(
         one["k1"].tolist(), abs=1e-5
     )
+
+
+def test_repeated_prompts_without_a_cache_stay_within_the_logit_budget(
+    eight_token_tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of whole prompts for models that take no KV cache: one forward per length group,
+    each within the logit budget, with the estimates of one forward over the whole batch."""
+    import rlhf_eval.kl as kl
+
+    policy, ref = tiny_lm(1, 6.0), tiny_lm(2, 6.0)
+    responses = [(4, 5, EOS), (6,), (7, 7, 7, 7, 7, 7, 7, 7), (EOS,), (4, 4, 5, 5, 6), (6, 7, EOS)]
+    items = [KLItem(f"s{i}", ((3,), (5, 5))[i % 2], response) for i, response in enumerate(responses)]
+    params = SamplingParams(max_new_tokens=8)
+    with torch.inference_mode():
+        whole = kl.one_forward_sums(policy, ref, items, params, pad_id=0)
+    monkeypatch.setattr(kl, "takes_cache", lambda model: False)
+    held: list[int] = []  # logit rows each forward holds: rows x (response width + 1)
+    policy.register_forward_pre_hook(
+        lambda module, args, kwargs: held.append(kwargs["input_ids"].shape[0] * kwargs["logits_to_keep"]),
+        with_kwargs=True,
+    )
+    estimates = kl.estimate_kl(policy, ref, items, params, pad_id=0, logit_budget=8 * 12)  # 12 rows of 8 logits
+    assert len(held) >= 2 and max(held) <= 12
+    assert [e.full for e in estimates] == pytest.approx(whole["full"].tolist(), abs=1e-5)
+    assert [e.k1 for e in estimates] == pytest.approx(whole["k1"].tolist(), abs=1e-5)
