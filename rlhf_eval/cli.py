@@ -7,6 +7,7 @@ the commands so that ``rlhf-eval --help`` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -896,7 +897,38 @@ def sandbox_build_command(
 
 
 def main() -> None:
-    app()
+    """The console entry point: run the command, then end the process (``exit_process``)."""
+    try:
+        app()
+    except SystemExit as done:
+        exit_process(done.code)
+    exit_process(0)
+
+
+def exit_process(code: object) -> None:
+    """End the process with ``code``, skipping the interpreter's teardown once torch is loaded.
+
+    After a command that imported torch and transformers, Python's own finalization (clearing
+    thousands of modules, freeing the models) took 0.6 to 1.0 s on a 2-core CPU, after the
+    command's work was done and its output written. Everything that teardown would still do for
+    us is done first: the ``atexit`` handlers run (logging, temporary folders, weakref
+    finalizers) and stdout/stderr are flushed; the database connections are already closed by
+    then (every ``Store`` and query closes its own). A process that still runs other non-daemon
+    threads, or that never loaded torch, exits the ordinary way.
+    """
+    import threading
+
+    if not isinstance(code, int | None) or "torch" not in sys.modules:
+        raise SystemExit(code)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        raise SystemExit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be written
+            stream.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlhf_eval.activations import fuse_gelu_tanh
 from rlhf_eval.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -206,6 +207,7 @@ def _from_pretrained(cls: Any, model_dir: Path, options: LoadOptions, weights: s
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    fuse_gelu_tanh(model)
     return model.to(inference_device() if options.device == "auto" else options.device).eval()
 
 

@@ -53,3 +53,38 @@ def test_usage_errors_exit_2() -> None:
     result = CliRunner().invoke(app, ["eval", "somewhere"])
     assert result.exit_code == 2
     assert "Missing option" in result.stderr
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_exit_after_torch_keeps_the_code_the_output_and_the_atexit_handlers() -> None:
+    code = (
+        "import atexit, sys, torch\n"
+        "from rlhf_eval.cli import exit_process\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "exit_process(3)\n"
+        "print('not reached')\n"
+    )
+    done = run_python(code)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, no newlineatexit ran\n"
+
+
+def test_exit_waits_for_running_threads_and_needs_torch_to_skip_teardown(tmp_path: Path) -> None:
+    marker = tmp_path / "written_by_thread"
+    code = (
+        "import threading, time, torch\n"
+        "from rlhf_eval.cli import exit_process\n"
+        f"def late(): time.sleep(0.3); open({str(marker)!r}, 'w').write('done')\n"
+        "threading.Thread(target=late).start()\n"
+        "exit_process(0)\n"
+    )
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "done"  # the ordinary exit joined the thread first
+    # without torch: an ordinary SystemExit, whose message and code Python reports as usual
+    done = run_python("from rlhf_eval.cli import exit_process; exit_process('bad input')")
+    assert (done.returncode, done.stderr.strip()) == (1, "bad input")
