@@ -14,42 +14,92 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-import typer
+import click
+from click.exceptions import Exit
 
 from rlhf_eval.errors import RlhfEvalError, UserInputError
 
-app = typer.Typer(
+F = TypeVar("F", bound=Callable[..., Any])
+#: Flags and their help shown on every command: defaults included, -h as well as --help.
+CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+@click.group(
     name="rlhf-eval",
     help="Evaluate RLHF checkpoints: proxy vs gold reward against KL, symptoms, over-optimization.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
+def app() -> None:
+    pass
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-# Options shared by the commands that evaluate models (eval, bon).
-SuiteOption = Annotated[str, typer.Option("--suite", help="Suite YAML (or a .jsonl/.parquet/.csv of prompts).")]
-ProxyOption = Annotated[list[str], typer.Option("--proxy", help="Proxy scorer: RM dir/hub id, or module:function.")]
-GoldOption = Annotated[list[str], typer.Option("--gold", help="Gold scorer (repeat for an ensemble).")]
-DbOption = Annotated[str, typer.Option("--db", help="DuckDB file.")]
-LimitOption = Annotated[int | None, typer.Option("--limit", help="Only the first N prompts (smoke runs).")]
-BaseOption = Annotated[str | None, typer.Option("--base", help="Base model of LoRA/PEFT adapters.")]
-EnsembleOption = Annotated[str, typer.Option("--ensemble", help="mean | min | uwo[:lambda]")]
-MaxNewTokensOption = Annotated[int | None, typer.Option("--max-new-tokens")]
-TemperatureOption = Annotated[float | None, typer.Option("--temperature")]
-TopPOption = Annotated[float | None, typer.Option("--top-p")]
-TopKOption = Annotated[int | None, typer.Option("--top-k")]
-SeedOption = Annotated[int | None, typer.Option("--seed")]
-AllowPickleOption = Annotated[
-    bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights: runs code from the file.")
-]
-TrustRemoteCodeOption = Annotated[
-    bool, typer.Option("--trust-remote-code", help="Run custom model code shipped with a checkpoint.")
-]
-NoProgressOption = Annotated[bool, typer.Option("--no-progress", help="No progress bars.")]
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click decorators as one, applied in the order written (the order --help lists them)."""
+
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+# Options shared by the commands that evaluate models (eval, bon, watch).
+suite_option = click.option("--suite", required=True, help="Suite YAML (or a .jsonl/.parquet/.csv of prompts).")
+proxy_option = click.option(
+    "--proxy", multiple=True, required=True, help="Proxy scorer: RM dir/hub id, or module:function."
+)
+gold_option = click.option("--gold", multiple=True, required=True, help="Gold scorer (repeat for an ensemble).")
+db_option = click.option("--db", default="rlhf_eval.duckdb", help="DuckDB file.")
+limit_option = click.option("--limit", type=int, help="Only the first N prompts (smoke runs).")
+base_option = click.option("--base", help="Base model of LoRA/PEFT adapters.")
+ensemble_option = click.option("--ensemble", default="mean", help="mean | min | uwo[:lambda]")
+sampling_options = options(
+    click.option("--max-new-tokens", type=int),
+    click.option("--temperature", type=float),
+    click.option("--top-p", type=float),
+    click.option("--top-k", type=int),
+    click.option("--seed", type=int),
+)
+trust_options = options(
+    click.option("--allow-pickle", is_flag=True, help="Load pickle (.bin) weights: runs code from the file."),
+    click.option("--trust-remote-code", is_flag=True, help="Run custom model code shipped with a checkpoint."),
+    click.option("--no-progress", is_flag=True, help="No progress bars."),
+)
+samples_option = click.option("--samples", type=int, help="Samples per prompt (suite default).")
+method_option = click.option("--method", help="Override the inferred method (ppo, dpo, ...).")
+ref_option = click.option("--ref", required=True, help="Reference (starting) policy: dir or hub id.")
+runs_option = click.option("--run", multiple=True, help="Only these runs (repeat).")
+replicates_option = click.option("--replicates", type=int, default=2000, help="Bootstrap replicates over prompts.")
+bootstrap_seed_option = click.option("--seed", type=int, default=0, help="Seed of the bootstrap.")
+path_type = click.Path(path_type=Path)
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+#: What a command that evaluates checkpoints (eval, watch) asks of them, in --help order.
+checkpoint_options = options(
+    ref_option, suite_option, proxy_option, gold_option, samples_option, limit_option, db_option
+)  # fmt: skip
+
+
+def eval_config(paths: Sequence[str], settings: dict[str, Any], **fields: Any) -> Any:
+    """The ``EvalConfig`` of a command: its options that are config fields (the rest are the
+    command's own), ``fields`` on top. Warns once when pickle weights are allowed."""
+    from dataclasses import fields as dataclass_fields
+
+    from rlhf_eval.pipeline import EvalConfig
+
+    names = {field.name for field in dataclass_fields(EvalConfig)}
+    chosen = {name: value for name, value in settings.items() if name in names and value is not None}
+    warn_pickle(bool(chosen.get("allow_pickle")))
+    chosen.update(proxy=tuple(chosen["proxy"]), gold=tuple(chosen["gold"]), **fields)
+    return EvalConfig(paths=tuple(paths), progress=not settings.get("no_progress") and sys.stderr.isatty(), **chosen)
 
 
 SUMMARY_COLUMNS = (
@@ -75,8 +125,8 @@ def domain_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RlhfEvalError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            click.echo(f"error: {exc}", err=True)
+            raise Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -99,14 +149,14 @@ def print_summary(rows: Sequence[dict[str, Any]]) -> None:
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
 
-    typer.echo(line(header))
-    typer.echo("  ".join("-" * w for w in widths))
+    click.echo(line(header))
+    click.echo("  ".join("-" * w for w in widths))
     for cells in body:
-        typer.echo(line(cells))
+        click.echo(line(cells))
 
 
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str, allow_nan=False))
+    click.echo(json.dumps(data, indent=2, default=str, allow_nan=False))
 
 
 def jsonable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -132,7 +182,7 @@ def without_nan(value: Any) -> Any:
 def report_work(result: Any, db: str) -> None:
     """One line on stderr saying what the evaluation computed (zeros on a cached rerun)."""
     stats = result.stats
-    typer.echo(
+    click.echo(
         f"evaluated {len(result.summary)} checkpoints in {len(result.runs)} runs: generated "
         f"{stats.samples_generated} samples, {stats.kl_computed} KL, {stats.scores_computed} scores, "
         f"{stats.features_computed} feature rows; {stats.null_scores} NaN/inf scores stored as NULL; "
@@ -142,95 +192,53 @@ def report_work(result: Any, db: str) -> None:
 
 
 @app.command("eval")
+@click.argument("paths", nargs=-1, required=True)
+@checkpoint_options
+@json_option("Print this run's checkpoint_summary rows as JSON.")
+@method_option
+@base_option
+@click.option("--run", help="Group plain model dirs into one run of this name.")
+@ensemble_option
+@sampling_options
+@trust_options
+@click.option("--no-analysis", is_flag=True, help="Do not update the over-optimization analysis afterwards.")
+@click.option(
+    "--backend", default="transformers", help="Generation backend: transformers, or vllm (CUDA GPU, extra [vllm])."
+)
+@click.option(
+    "--engine", default="local", help="Where stages run: local (this process), or ray (a Ray cluster, extra [ray])."
+)
+@click.option(
+    "--address",
+    "--ray-address",
+    "ray_address",
+    help="With --engine ray: the cluster to join ('auto': this machine's); none: start a local one.",
+)
 @domain_errors
-def eval_command(
-    paths: Annotated[list[str], typer.Argument(help="Checkpoint dirs, Trainer/TRL run dirs, adapter dirs.")],
-    ref: Annotated[str, typer.Option("--ref", help="Reference (starting) policy: dir or hub id.")],
-    suite: SuiteOption,
-    proxy: ProxyOption,
-    gold: GoldOption,
-    samples: Annotated[int | None, typer.Option("--samples", help="Samples per prompt (suite default).")] = None,
-    limit: LimitOption = None,
-    db: DbOption = "rlhf_eval.duckdb",
-    as_json: Annotated[bool, typer.Option("--json", help="Print this run's checkpoint_summary rows as JSON.")] = False,
-    method: Annotated[
-        str | None, typer.Option("--method", help="Override the inferred method (ppo, dpo, ...).")
-    ] = None,
-    base: BaseOption = None,
-    run: Annotated[str | None, typer.Option("--run", help="Group plain model dirs into one run of this name.")] = None,
-    ensemble: EnsembleOption = "mean",
-    max_new_tokens: MaxNewTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
-    top_k: TopKOption = None,
-    seed: SeedOption = None,
-    allow_pickle: AllowPickleOption = False,
-    trust_remote_code: TrustRemoteCodeOption = False,
-    no_progress: NoProgressOption = False,
-    no_analysis: Annotated[
-        bool, typer.Option("--no-analysis", help="Do not update the over-optimization analysis afterwards.")
-    ] = False,
-    backend: Annotated[
-        str,
-        typer.Option("--backend", help="Generation backend: transformers, or vllm (CUDA GPU, extra [vllm])."),
-    ] = "transformers",
-    engine: Annotated[
-        str,
-        typer.Option("--engine", help="Where stages run: local (this process), or ray (a Ray cluster, extra [ray])."),
-    ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--address",
-            "--ray-address",
-            help="With --engine ray: the cluster to join ('auto': this machine's); none: start a local one.",
-        ),
-    ] = None,
-) -> None:
-    """Discover checkpoints under PATHS, sample them on a suite, score, estimate KL, store, analyse."""
-    from rlhf_eval.pipeline import EvalConfig, evaluate
+def eval_command(paths: tuple[str, ...], db: str, as_json: bool, no_analysis: bool, **settings: Any) -> None:
+    """Discover checkpoints under PATHS, sample them on a suite, score, estimate KL, store, analyse.
+
+    PATHS: checkpoint dirs, Trainer/TRL run dirs, adapter dirs.
+    """
+    from rlhf_eval.pipeline import evaluate
     from rlhf_eval.query import analysis_is_current
 
-    warn_pickle(allow_pickle)
-    config = EvalConfig(
-        paths=tuple(paths),
-        ref=ref,
-        suite=suite,
-        proxy=tuple(proxy),
-        gold=tuple(gold),
-        db=db,
-        samples=samples,
-        limit=limit,
-        method=method,
-        base=base,
-        run=run,
-        ensemble=ensemble,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        seed=seed,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-        progress=not no_progress and sys.stderr.isatty(),
-        backend=backend,
-        engine=engine,
-        ray_address=ray_address,
-    )
+    ray_address, engine = settings["ray_address"], settings["engine"]
+    config = eval_config(paths, settings, db=db)
     if ray_address is not None and engine != "ray":
         raise UserInputError(f"--address {ray_address}: a Ray cluster is only used with --engine ray")
     result = evaluate(config)
     report_work(result, db)
     if result.cached:
-        typer.echo(f"nothing to compute: {db} holds every row of this evaluation (eval {result.eval_id})", err=True)
+        click.echo(f"nothing to compute: {db} holds every row of this evaluation (eval {result.eval_id})", err=True)
     if not no_analysis and not (result.cached and analysis_is_current(db, result.runs)):
         from rlhf_eval.analysis.runner import analyze_database
 
         reports, skipped = analyze_database(db, list(result.runs), skip_unknown=True)
         for report in reports:
-            typer.echo(f"{report.analysis.run}: {report.analysis.evidence}", err=True)
+            click.echo(f"{report.analysis.run}: {report.analysis.evidence}", err=True)
         for line in skipped:
-            typer.echo(f"not analysed: {line}", err=True)
+            click.echo(f"not analysed: {line}", err=True)
     if as_json:
         print_json(jsonable(result.summary))
     else:
@@ -238,77 +246,51 @@ def eval_command(
 
 
 @app.command("bon")
+@click.option("--policy", required=True, help="Policy to draw the pool from: dir or hub id.")
+@suite_option
+@proxy_option
+@gold_option
+@click.option("--pool", type=int, default=64, help="Samples per prompt in the pool (N).")
+@click.option("--n", help="n values, e.g. 1,2,4,8 (default: powers of 2 up to --pool).")
+@click.option("--run", default="bon", help="Name of the best-of-n run.")
+@db_option
+@limit_option
+@base_option
+@ensemble_option
+@sampling_options
+@click.option("--replicates", type=int, default=2000, help="Bootstrap replicates.")
+@trust_options
+@json_option("Print the family's summary and verdict as JSON.")
 @domain_errors
 def bon_command(
-    policy: Annotated[str, typer.Option("--policy", help="Policy to draw the pool from: dir or hub id.")],
-    suite: SuiteOption,
-    proxy: ProxyOption,
-    gold: GoldOption,
-    pool: Annotated[int, typer.Option("--pool", help="Samples per prompt in the pool (N).")] = 64,
-    n: Annotated[
-        str | None, typer.Option("--n", help="n values, e.g. 1,2,4,8 (default: powers of 2 up to --pool).")
-    ] = None,
-    run: Annotated[str, typer.Option("--run", help="Name of the best-of-n run.")] = "bon",
-    db: DbOption = "rlhf_eval.duckdb",
-    limit: LimitOption = None,
-    base: BaseOption = None,
-    ensemble: EnsembleOption = "mean",
-    max_new_tokens: MaxNewTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
-    top_k: TopKOption = None,
-    seed: SeedOption = None,
-    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates.")] = 2000,
-    allow_pickle: AllowPickleOption = False,
-    trust_remote_code: TrustRemoteCodeOption = False,
-    no_progress: NoProgressOption = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the family's summary and verdict as JSON.")] = False,
+    policy: str, pool: int, n: str | None, run: str, replicates: int, as_json: bool, **settings: Any
 ) -> None:
     """Best-of-n family: draw --pool samples per prompt once, score them, and compute every n exactly."""
     from rlhf_eval.analysis.runner import AnalysisOptions
     from rlhf_eval.bon_family import BonConfig, parse_ns, run_bon
-    from rlhf_eval.pipeline import EvalConfig
 
-    warn_pickle(allow_pickle)
+    seed = settings["seed"]
     config = BonConfig(
-        eval=EvalConfig(
-            paths=(policy,),
-            ref=policy,
-            suite=suite,
-            proxy=tuple(proxy),
-            gold=tuple(gold),
-            db=db,
-            limit=limit,
-            base=base,
-            ensemble=ensemble,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            seed=seed,
-            allow_pickle=allow_pickle,
-            trust_remote_code=trust_remote_code,
-            progress=not no_progress and sys.stderr.isatty(),
-        ),
+        eval=eval_config((policy,), settings, ref=policy),
         pool=pool,
         ns=parse_ns(n, pool),
         run=run,
         analysis=AnalysisOptions(replicates=replicates, seed=0 if seed is None else seed),
     )
     result = run_bon(config)
-    report_work(result.pool, db)
+    report_work(result.pool, settings["db"])
     verdict = result.report.run_row if result.report else None
     if as_json:
         print_json({"summary": jsonable(result.summary), "overoptimization": jsonable([verdict] if verdict else [])})
         return
     print_summary(result.summary)
     if result.report is not None:
-        typer.echo(f"\n{run}: {result.report.analysis.evidence}")
+        click.echo(f"\n{run}: {result.report.analysis.evidence}")
 
 
 def warn_pickle(allow_pickle: bool) -> None:
     if allow_pickle:
-        typer.echo(
+        click.echo(
             "warning: --allow-pickle loads pickle weights, which can execute arbitrary code; "
             "use it only for checkpoints you trust",
             err=True,
@@ -347,31 +329,34 @@ def print_table(columns: Sequence[tuple[str, str, str]], rows: Sequence[dict[str
             cells.append(format_cell(value, "s" if isinstance(value, str) else fmt))
         body.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
-    typer.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    typer.echo("  ".join("-" * w for w in widths))
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    click.echo("  ".join("-" * w for w in widths))
     for cells in body:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
 @app.command("analyze")
+@db_option
+@runs_option
+@click.option(
+    "--kl-estimator",
+    help="KL behind d = sqrt(KL): kl_full (default), kl_k1, kl_k2, kl_k3; best-of-n: analytic, plugin.",
+)
+@replicates_option
+@bootstrap_seed_option
+@click.option("--level", type=float, default=0.95, help="Confidence level of the intervals.")
+@click.option("--early-warning-points", type=int, default=3, help="Points in the early-warning gold slope.")
+@json_option("Print the overoptimization rows as JSON.")
 @domain_errors
 def analyze_command(
-    db: DbOption = "rlhf_eval.duckdb",
-    run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs (repeat).")] = None,
-    kl_estimator: Annotated[
-        str | None,
-        typer.Option(
-            "--kl-estimator",
-            help="KL behind d = sqrt(KL): kl_full (default), kl_k1, kl_k2, kl_k3; best-of-n: analytic, plugin.",
-        ),
-    ] = None,
-    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates over prompts.")] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
-    level: Annotated[float, typer.Option("--level", help="Confidence level of the intervals.")] = 0.95,
-    early_warning_points: Annotated[
-        int, typer.Option("--early-warning-points", help="Points in the early-warning gold slope.")
-    ] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the overoptimization rows as JSON.")] = False,
+    db: str,
+    run: tuple[str, ...],
+    kl_estimator: str | None,
+    replicates: int,
+    seed: int,
+    level: float,
+    early_warning_points: int,
+    as_json: bool,
 ) -> None:
     """Recompute the over-optimization analysis (peak, verdict, fits) and store it in the database."""
     from rlhf_eval.analysis.runner import AnalysisOptions, analyze_database
@@ -383,9 +368,9 @@ def analyze_command(
         level=level,
         early_warning_points=early_warning_points,
     )
-    reports, skipped = analyze_database(db, run or None, options)
+    reports, skipped = analyze_database(db, list(run) or None, options)
     for line in skipped:
-        typer.echo(f"not analysed: {line}", err=True)
+        click.echo(f"not analysed: {line}", err=True)
     rows = [report.run_row for report in reports]
     if as_json:
         print_json(
@@ -400,9 +385,9 @@ def analyze_command(
         row["gold_drop_ci"] = "-" if low is None or high is None else f"[{low:+.2f}, {high:+.2f}]"
         row["fit"] = fit_cell(row)
     print_table(OVEROPT_COLUMNS, rows)
-    typer.echo("\ngold and proxy in reference standard deviations (the reference at 0); drop = best earlier - last")
+    click.echo("\ngold and proxy in reference standard deviations (the reference at 0); drop = best earlier - last")
     for report in reports:
-        typer.echo(f"{report.analysis.run}: {report.analysis.evidence}")
+        click.echo(f"{report.analysis.run}: {report.analysis.evidence}")
 
 
 def fit_cell(row: dict[str, Any]) -> str:
@@ -426,21 +411,25 @@ COMPARE_COLUMNS = (
 
 
 @app.command("compare")
+@click.argument("a")
+@click.argument("b")
+@db_option
+@click.option("--metric", multiple=True, help="Only these metrics (repeat).")
+@replicates_option
+@bootstrap_seed_option
+@click.option("--level", type=float, default=0.95, help="Confidence level.")
+@json_option("Print the comparison as JSON.")
 @domain_errors
 def compare_command(
-    a: Annotated[str, typer.Argument(help="Baseline checkpoint: RUN/CHECKPOINT or RUN/STEP (e.g. ppo/reference).")],
-    b: Annotated[str, typer.Argument(help="Candidate checkpoint: RUN/CHECKPOINT or RUN/STEP.")],
-    db: DbOption = "rlhf_eval.duckdb",
-    metric: Annotated[list[str] | None, typer.Option("--metric", help="Only these metrics (repeat).")] = None,
-    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates over prompts.")] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
-    level: Annotated[float, typer.Option("--level", help="Confidence level.")] = 0.95,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    a: str, b: str, db: str, metric: tuple[str, ...], replicates: int, seed: int, level: float, as_json: bool
 ) -> None:
-    """Paired bootstrap over shared prompts of every metric, B - A, with Holm-corrected p-values."""
+    """Paired bootstrap over shared prompts of every metric, B - A, with Holm-corrected p-values.
+
+    A: the baseline checkpoint, RUN/CHECKPOINT or RUN/STEP (e.g. ppo/reference); B: the candidate.
+    """
     from rlhf_eval.analysis.checkpoints import compare_checkpoints
 
-    result = compare_checkpoints(db, a, b, metric or None, replicates=replicates, seed=seed, level=level)
+    result = compare_checkpoints(db, a, b, list(metric) or None, replicates=replicates, seed=seed, level=level)
     rows = []
     for item in result.metrics:
         paired = item.paired
@@ -468,28 +457,25 @@ def compare_command(
     if as_json:
         print_json(head | {"metrics": jsonable(rows)})
         return
-    typer.echo(f"{head['b']} - {head['a']} on {head['shared_prompts']} shared prompts (paired bootstrap)")
+    click.echo(f"{head['b']} - {head['a']} on {head['shared_prompts']} shared prompts (paired bootstrap)")
     for row in rows:
         row["ci"] = f"[{row['ci_low']:+.4g}, {row['ci_high']:+.4g}]"
     print_table([c for c in COMPARE_COLUMNS if c[0] not in ("a", "b")], rows)
 
 
 @app.command("rank")
+@db_option
+@runs_option
+@click.option("--labels", type=path_type, help="External pairwise labels, JSONL: prompt_id, a, b, winner.")
+@click.option("--replicates", type=int, default=1000, help="Bootstrap replicates over prompts.")
+@bootstrap_seed_option
+@json_option("Print the ranking as JSON.")
 @domain_errors
-def rank_command(
-    db: DbOption = "rlhf_eval.duckdb",
-    run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs (repeat).")] = None,
-    labels: Annotated[
-        Path | None, typer.Option("--labels", help="External pairwise labels, JSONL: prompt_id, a, b, winner.")
-    ] = None,
-    replicates: Annotated[int, typer.Option("--replicates", help="Bootstrap replicates over prompts.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the ranking as JSON.")] = False,
-) -> None:
+def rank_command(db: str, run: tuple[str, ...], labels: Path | None, replicates: int, seed: int, as_json: bool) -> None:
     """Bradley-Terry ranking of checkpoints from pairwise gold comparisons (and external labels)."""
     from rlhf_eval.analysis.checkpoints import rank_checkpoints
 
-    result = rank_checkpoints(db, run or None, labels, replicates=replicates, seed=seed)
+    result = rank_checkpoints(db, list(run) or None, labels, replicates=replicates, seed=seed)
     ranking = result.ranking
     pl = result.plackett_luce
     rows = []
@@ -530,57 +516,60 @@ def rank_command(
         ),
         rows,
     )
-    typer.echo(
+    click.echo(
         f"\nanchored at {ranking.anchor} (theta 0); {ranking.n_comparisons:.0f} comparisons on {ranking.n_prompts} "
         f"prompts, {result.n_external_labels} external labels; prompt-cluster bootstrap"
     )
 
 
 @app.command("report")
+@click.option(
+    "--out", type=path_type, required=True, help="HTML file to write: one self-contained file, opens offline."
+)
+@db_option
+@runs_option
+@click.option("--policy", help="Gate policy YAML: add the gate's result to the report.")
+@click.option("--candidate", default="latest", help="Gate candidate: RUN/CHECKPOINT, RUN/STEP, RUN/latest, or latest.")
+@click.option("--baseline", default="reference", help="Gate baseline: RUN/CHECKPOINT, RUN/STEP, or reference.")
+@click.option("--samples", type=int, default=3, help="'Proxy high, gold low' samples shown per run.")
+@json_option("Print the file, runs and gate result as JSON.")
 @domain_errors
 def report_command(
-    out: Annotated[Path, typer.Option("--out", help="HTML file to write: one self-contained file, opens offline.")],
-    db: DbOption = "rlhf_eval.duckdb",
-    run: Annotated[list[str] | None, typer.Option("--run", help="Only these runs (repeat).")] = None,
-    policy: Annotated[
-        str | None, typer.Option("--policy", help="Gate policy YAML: add the gate's result to the report.")
-    ] = None,
-    candidate: Annotated[
-        str, typer.Option("--candidate", help="Gate candidate: RUN/CHECKPOINT, RUN/STEP, RUN/latest, or latest.")
-    ] = "latest",
-    baseline: Annotated[
-        str, typer.Option("--baseline", help="Gate baseline: RUN/CHECKPOINT, RUN/STEP, or reference.")
-    ] = "reference",
-    samples: Annotated[int, typer.Option("--samples", help="'Proxy high, gold low' samples shown per run.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the file, runs and gate result as JSON.")] = False,
+    out: Path,
+    db: str,
+    run: tuple[str, ...],
+    policy: str | None,
+    candidate: str,
+    baseline: str,
+    samples: int,
+    as_json: bool,
 ) -> None:
     """Write an HTML report (verdicts, curves, symptoms, gate result, samples) to attach to a CI run."""
     from rlhf_eval.report import select_runs, write_report
 
-    select_runs(db, run or None)  # a missing or empty database, or an unknown run, fails before the gate runs
+    select_runs(db, list(run) or None)  # a missing or empty database, or an unknown run, fails before the gate runs
     gate = None
     if policy is not None:
         from rlhf_eval.gate import evaluate_gate
 
         gate = evaluate_gate(db, policy, candidate=candidate, baseline=baseline)
-    written = write_report(out, db, runs=run or None, gate=gate, samples_per_run=samples)
+    written = write_report(out, db, runs=list(run) or None, gate=gate, samples_per_run=samples)
     if as_json:
         gate_json = None if gate is None else jsonable([gate.as_dict()])[0]
         print_json({"out": str(written.path), "runs": written.runs, "gate": gate_json})
         return
-    typer.echo(f"report -> {written.path} ({', '.join(written.runs)}; {written.size_bytes / 1024:.0f} KiB)")
+    click.echo(f"report -> {written.path} ({', '.join(written.runs)}; {written.size_bytes / 1024:.0f} KiB)")
     if written.not_analysed:
-        typer.echo(f"not analysed (left out): {', '.join(written.not_analysed)}", err=True)
+        click.echo(f"not analysed (left out): {', '.join(written.not_analysed)}", err=True)
     if gate is not None:
-        typer.echo(gate.headline)
+        click.echo(gate.headline)
 
 
 @app.command("dashboard")
+@db_option
+@click.option("--port", type=int, default=8501, help="TCP port on 127.0.0.1.")
 @domain_errors
-def dashboard_command(
-    db: DbOption = "rlhf_eval.duckdb",
-    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1.")] = 8501,
-) -> None:
+def dashboard_command(db: str, port: int) -> None:
     """Serve the dashboard (Streamlit) on 127.0.0.1; it opens the database read-only."""
     from rlhf_eval.serve import serve_dashboard
 
@@ -588,11 +577,10 @@ def dashboard_command(
 
 
 @app.command("verify")
+@db_option
+@json_option("Print the report as JSON.")
 @domain_errors
-def verify_command(
-    db: DbOption = "rlhf_eval.duckdb",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
+def verify_command(db: str, as_json: bool) -> None:
     """Read the whole database back and check it: every block, unique keys, no orphan rows.
     Exit 0 when it is sound, 1 when problems were found, 2 when it cannot be opened."""
     from dataclasses import asdict
@@ -603,89 +591,56 @@ def verify_command(
     if as_json:
         print_json({**asdict(report), "ok": report.ok})
     else:
-        typer.echo(f"{db}: schema version {report.schema_version}, {sum(report.rows.values())} rows")
+        click.echo(f"{db}: schema version {report.schema_version}, {sum(report.rows.values())} rows")
         print_table([("table", "table", "s"), ("rows", "rows", "d")],
                     [{"table": t, "rows": n} for t, n in report.rows.items()])  # fmt: skip
         for problem in report.problems:
-            typer.echo(f"problem: {problem}")
-        typer.echo("ok: the database is sound" if report.ok else f"{len(report.problems)} problems found")
+            click.echo(f"problem: {problem}")
+        click.echo("ok: the database is sound" if report.ok else f"{len(report.problems)} problems found")
     if not report.ok:
-        raise typer.Exit(1)
+        raise Exit(1)
 
 
 @app.command("watch")
+@click.argument("run_dir")
+@checkpoint_options
+@method_option
+@base_option
+@click.option("--run", help="Run name (default: the dir's name).")
+@ensemble_option
+@sampling_options
+@trust_options
+@click.option("--interval", type=float, default=10.0, help="Seconds between polls of RUN_DIR.")
+@click.option(
+    "--settle", type=float, default=2.0, help="Seconds a complete-looking checkpoint must stay unchanged (0: off)."
+)
+@click.option("--alert-exit-code", type=int, help="Exit with this code when an alert fires (default: keep watching).")
+@click.option("--stop-after-idle", type=float, help="Stop (exit 0) after this many seconds with nothing new.")
+@click.option(
+    "--alert-on",
+    default="early_warning,overoptimized",
+    help="Flags that alert: comma list of early_warning, overoptimized, gold_falling.",
+)
+@json_option("Print one JSON object per evaluated checkpoint, alert and stop (JSON lines).")
 @domain_errors
 def watch_command(
-    run_dir: Annotated[str, typer.Argument(help="Training output dir (Trainer/TRL output_dir with checkpoint-N/).")],
-    ref: Annotated[str, typer.Option("--ref", help="Reference (starting) policy: dir or hub id.")],
-    suite: SuiteOption,
-    proxy: ProxyOption,
-    gold: GoldOption,
-    samples: Annotated[int | None, typer.Option("--samples", help="Samples per prompt (suite default).")] = None,
-    limit: LimitOption = None,
-    db: DbOption = "rlhf_eval.duckdb",
-    method: Annotated[
-        str | None, typer.Option("--method", help="Override the inferred method (ppo, dpo, ...).")
-    ] = None,
-    base: BaseOption = None,
-    run: Annotated[str | None, typer.Option("--run", help="Run name (default: the dir's name).")] = None,
-    ensemble: EnsembleOption = "mean",
-    max_new_tokens: MaxNewTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
-    top_k: TopKOption = None,
-    seed: SeedOption = None,
-    allow_pickle: AllowPickleOption = False,
-    trust_remote_code: TrustRemoteCodeOption = False,
-    no_progress: NoProgressOption = False,
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between polls of RUN_DIR.")] = 10.0,
-    settle: Annotated[
-        float, typer.Option("--settle", help="Seconds a complete-looking checkpoint must stay unchanged (0: off).")
-    ] = 2.0,
-    alert_exit_code: Annotated[
-        int | None,
-        typer.Option("--alert-exit-code", help="Exit with this code when an alert fires (default: keep watching)."),
-    ] = None,
-    stop_after_idle: Annotated[
-        float | None, typer.Option("--stop-after-idle", help="Stop (exit 0) after this many seconds with nothing new.")
-    ] = None,
-    alert_on: Annotated[
-        str,
-        typer.Option("--alert-on", help="Flags that alert: comma list of early_warning, overoptimized, gold_falling."),
-    ] = "early_warning,overoptimized",
-    as_json: Annotated[
-        bool,
-        typer.Option("--json", help="Print one JSON object per evaluated checkpoint, alert and stop (JSON lines)."),
-    ] = False,
+    run_dir: str,
+    interval: float,
+    settle: float,
+    alert_exit_code: int | None,
+    stop_after_idle: float | None,
+    alert_on: str,
+    as_json: bool,
+    **settings: Any,
 ) -> None:
-    """Poll a training run; evaluate each checkpoint once it is completely written; alert on over-optimization."""
-    from rlhf_eval.pipeline import EvalConfig
+    """Poll a training run; evaluate each checkpoint once it is completely written; alert on over-optimization.
+
+    RUN_DIR: a training output dir (Trainer/TRL output_dir with checkpoint-N/).
+    """
     from rlhf_eval.watch import WatchConfig, parse_signals, watch
 
-    warn_pickle(allow_pickle)
     config = WatchConfig(
-        eval=EvalConfig(
-            paths=(run_dir,),
-            ref=ref,
-            suite=suite,
-            proxy=tuple(proxy),
-            gold=tuple(gold),
-            db=db,
-            samples=samples,
-            limit=limit,
-            method=method,
-            base=base,
-            run=run,
-            ensemble=ensemble,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            seed=seed,
-            allow_pickle=allow_pickle,
-            trust_remote_code=trust_remote_code,
-            progress=not no_progress and sys.stderr.isatty(),
-        ),
+        eval=eval_config((run_dir,), settings),
         interval=interval,
         settle=settle,
         alert_exit_code=alert_exit_code,
@@ -694,20 +649,22 @@ def watch_command(
     )
 
     def print_event(event: dict[str, Any]) -> None:
-        typer.echo(json.dumps(jsonable([event])[0], default=str, allow_nan=False))
+        click.echo(json.dumps(jsonable([event])[0], default=str, allow_nan=False))
 
     result = watch(config, print_event if as_json else None)
     if result.exit_code:
-        raise typer.Exit(result.exit_code)
+        raise Exit(result.exit_code)
 
 
 @app.command("validate")
+@click.argument("suites", nargs=-1, required=True)
+@json_option("Print the reports as JSON.")
 @domain_errors
-def validate_command(
-    suites: Annotated[list[str], typer.Argument(help="Suite YAML files (or prompt data files).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
-) -> None:
-    """Check suites before any model is loaded: schema, data, prompts."""
+def validate_command(suites: tuple[str, ...], as_json: bool) -> None:
+    """Check suites before any model is loaded: schema, data, prompts.
+
+    SUITES: suite YAML files (or prompt data files).
+    """
     from dataclasses import asdict
 
     from rlhf_eval.suites import validate_suite
@@ -717,29 +674,24 @@ def validate_command(
         print_json([asdict(r) for r in reports])
         return
     for path, report in zip(suites, reports, strict=True):
-        typer.echo(
+        click.echo(
             f"{path}: ok: {report.name} v{report.version}, {report.n_prompts} prompts, fingerprint {report.fingerprint}"
         )
         for warning in report.warnings:
-            typer.echo(f"  warning: {warning}")
+            click.echo(f"  warning: {warning}")
 
 
 @app.command("gate")
+@click.option("--policy", required=True, help="Gate policy YAML (e.g. suites/gates/default.yaml).")
+@db_option
+@click.option("--candidate", default="latest", help="RUN/CHECKPOINT, RUN/STEP, RUN/latest, or latest (last evaluated).")
+@click.option("--baseline", default="reference", help="RUN/CHECKPOINT, RUN/STEP, or reference (the candidate run's).")
+@click.option("--junit", type=path_type, help="Write JUnit XML, one test case per rule.")
+@click.option("--summary", type=path_type, help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY).")
+@json_option("Print the gate report as JSON.")
 @domain_errors
 def gate_command(
-    policy: Annotated[str, typer.Option("--policy", help="Gate policy YAML (e.g. suites/gates/default.yaml).")],
-    db: DbOption = "rlhf_eval.duckdb",
-    candidate: Annotated[
-        str, typer.Option("--candidate", help="RUN/CHECKPOINT, RUN/STEP, RUN/latest, or latest (last evaluated).")
-    ] = "latest",
-    baseline: Annotated[
-        str, typer.Option("--baseline", help="RUN/CHECKPOINT, RUN/STEP, or reference (the candidate run's).")
-    ] = "reference",
-    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML, one test case per rule.")] = None,
-    summary: Annotated[
-        Path | None, typer.Option("--summary", help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the gate report as JSON.")] = False,
+    policy: str, db: str, candidate: str, baseline: str, junit: Path | None, summary: Path | None, as_json: bool
 ) -> None:
     """Judge a checkpoint against a release policy: exit 0 pass, 1 fail, 2 error (bad policy, missing data)."""
     from rlhf_eval.gate import evaluate_gate
@@ -763,28 +715,27 @@ def gate_command(
             ("baseline", "baseline", "s"),
         )
         print_table(columns, table_rows(report))
-        typer.echo("")
+        click.echo("")
         for result in report.results:
-            typer.echo(f"{result.status.upper():5}  {result.rule}: {result.message}")
-        typer.echo("")
-        typer.echo(report.headline)
+            click.echo(f"{result.status.upper():5}  {result.rule}: {result.message}")
+        click.echo("")
+        click.echo(report.headline)
     for path, what in ((junit, "JUnit XML"), (summary, "Markdown summary"), (appended, "GitHub step summary")):
         if path is not None:
-            typer.echo(f"{what} -> {path}", err=True)
-    raise typer.Exit(report.exit_code)
+            click.echo(f"{what} -> {path}", err=True)
+    raise Exit(report.exit_code)
 
 
 @app.command("demo")
+@click.option("--db", default="rlhf_eval.duckdb", help="DuckDB file for the demo.")
+@click.option("--out", type=path_type, default=Path("checkpoints/sandbox"), help="Where the sandbox is built.")
+@click.option("--preset", default="demo", help="Sandbox preset: demo | tiny.")
+@click.option("--seed", type=int, default=0, help="Seed of the sandbox world and every run.")
+@click.option("--no-dashboard", is_flag=True, help="Do not serve the dashboard after.")
+@click.option("--port", type=int, default=8501, help="Port of the dashboard on 127.0.0.1.")
+@json_option("Print the summary and the checks as JSON.")
 @domain_errors
-def demo_command(
-    db: Annotated[str, typer.Option("--db", help="DuckDB file for the demo.")] = "rlhf_eval.duckdb",
-    out: Annotated[Path, typer.Option("--out", help="Where the sandbox is built.")] = Path("checkpoints/sandbox"),
-    preset: Annotated[str, typer.Option("--preset", help="Sandbox preset: demo | tiny.")] = "demo",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sandbox world and every run.")] = 0,
-    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not serve the dashboard after.")] = False,
-    port: Annotated[int, typer.Option("--port", help="Port of the dashboard on 127.0.0.1.")] = 8501,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary and the checks as JSON.")] = False,
-) -> None:
+def demo_command(db: str, out: Path, preset: str, seed: int, no_dashboard: bool, port: int, as_json: bool) -> None:
     """Build the offline sandbox (if missing), evaluate every run in it and check over-optimization."""
     from rlhf_eval.demo import run_demo
 
@@ -802,7 +753,7 @@ def demo_command(
         )
         return
     print_summary(result.runs.summary)
-    typer.echo("")
+    click.echo("")
     print_checks(result.checks)
     if not no_dashboard:
         from rlhf_eval.serve import serve_dashboard
@@ -840,7 +791,7 @@ def print_checks(checks: Sequence[Any]) -> None:
         )
     widths = [max(len(str(r[i])) for r in [CHECK_COLUMNS, *rows]) for i in range(len(CHECK_COLUMNS))]
     for row in [CHECK_COLUMNS, tuple("-" * w for w in widths), *rows]:
-        typer.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def check_preset(preset: str) -> None:
@@ -858,18 +809,18 @@ def check_preset(preset: str) -> None:
         )
 
 
-sandbox_app = typer.Typer(help="The offline sandbox: an RLHF world that really over-optimizes.", no_args_is_help=True)
-app.add_typer(sandbox_app, name="sandbox")
+@app.group("sandbox", no_args_is_help=True)
+def sandbox_app() -> None:
+    """The offline sandbox: an RLHF world that really over-optimizes."""
 
 
 @sandbox_app.command("build")
+@click.option("--out", type=path_type, default=Path("checkpoints/sandbox"), help="Build directory.")
+@click.option("--preset", default="demo", help="demo (a few minutes) | tiny (seconds, for tests).")
+@click.option("--seed", type=int, default=0, help="Seed of the world and every run.")
+@json_option("Print build.json.")
 @domain_errors
-def sandbox_build_command(
-    out: Annotated[Path, typer.Option("--out", help="Build directory.")] = Path("checkpoints/sandbox"),
-    preset: Annotated[str, typer.Option("--preset", help="demo (a few minutes) | tiny (seconds, for tests).")] = "demo",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the world and every run.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print build.json.")] = False,
-) -> None:
+def sandbox_build_command(out: Path, preset: str, seed: int, as_json: bool) -> None:
     """Build the sandbox: base policy, proxy RM, PPO, GRPO and DPO (+LoRA) runs, evaluation prompts."""
     from rlhf_eval.sandbox.build import build_sandbox
 
@@ -883,14 +834,14 @@ def sandbox_build_command(
         print_json(sandbox.record)
         return
     metrics = sandbox.record["proxy_metrics"]
-    typer.echo(f"sandbox ({preset}, seed {seed}) in {out}")
-    typer.echo(
+    click.echo(f"sandbox ({preset}, seed {seed}) in {out}")
+    click.echo(
         f"  proxy: held-out pairwise accuracy vs gold {metrics['held_out_accuracy']:.3f}, "
         f"Spearman(score, length) {metrics['held_out_length_correlation']:+.2f}"
     )
     for name, seconds in sandbox.record["seconds"].items():
-        typer.echo(f"  {name}: {seconds:.1f} s")
-    typer.echo(
+        click.echo(f"  {name}: {seconds:.1f} s")
+    click.echo(
         f"evaluate: rlhf-eval eval {sandbox.runs} --ref {sandbox.base} --suite {sandbox.prompts} "
         f"--proxy {sandbox.proxy} --gold {sandbox.gold}"
     )

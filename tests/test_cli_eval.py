@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from rlhf_eval.cli import app
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from rlhf_eval.cli import app
 from rlhf_eval.dashboard_data import sample_page

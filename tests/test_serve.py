@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from rlhf_eval.cli import app
 from rlhf_eval.serve import HOST, dashboard_env, streamlit_command

@@ -530,7 +530,7 @@ def test_eval_with_the_vllm_backend_stores_its_tokens_and_recomputes_kl(
     again instead of reusing them), the adapter is served unmerged on its base, and KL is the
     teacher-forced one of the stored tokens (recomputed here with the policy's own forward)."""
     import duckdb
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from rlhf_eval.cli import app
     from rlhf_eval.models import load_causal_lm

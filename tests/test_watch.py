@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from rlhf_eval import tiny
 from rlhf_eval.cli import app

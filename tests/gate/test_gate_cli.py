@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from rlhf_eval.cli import app
 

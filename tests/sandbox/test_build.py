@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from rlhf_eval.cli import app
 from rlhf_eval.demo import BON_RUN, DemoResult, run_demo
