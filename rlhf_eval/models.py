@@ -37,6 +37,10 @@ class LoadOptions:
     #: "auto": CUDA when available, else the CPU; resolved when a model loads (so a run that
     #: loads none never imports torch)
     device: str = "cpu"
+    #: Run composite tanh-GELU modules as torch's fused kernel (``rlhf_eval.activations``): the same
+    #: outputs up to float rounding. The sandbox's training turns it off, so that a build stays
+    #: the function of its config that it was measured as.
+    fused_activations: bool = True
 
 
 def resolve_model_dir(spec: str, what: str = "model") -> Path:
@@ -207,7 +211,8 @@ def _from_pretrained(cls: Any, model_dir: Path, options: LoadOptions, weights: s
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    fuse_gelu_tanh(model)
+    if options.fused_activations:
+        fuse_gelu_tanh(model)
     return model.to(inference_device() if options.device == "auto" else options.device).eval()
 
 

@@ -66,3 +66,8 @@ def test_loaders_return_fused_models(gpt2_ref: Path, reward_model_dir: Path) -> 
     assert policy.config.activation_function == "gelu_new"  # the config on disk is unchanged
     assert composite_count(policy) == 0 and composite_count(reward) == 0
     assert sum(isinstance(m, torch.nn.GELU) for m in policy.modules()) == policy.config.n_layer
+
+
+def test_loading_without_fusion_keeps_the_models_own_modules(gpt2_ref: Path) -> None:
+    policy = load_causal_lm(gpt2_ref, LoadOptions(fused_activations=False))
+    assert composite_count(policy) == policy.config.n_layer

@@ -57,12 +57,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf_eval.models import LoadOptions
 from rlhf_eval.sandbox.base import cpu_trainer_args, gpt2_config, library_versions, quiet_datasets
 from rlhf_eval.sandbox.world import World, prompts
 from rlhf_eval.tiny.training import one_thread, quiet_transformers
 
 #: The file, next to the weights, that records how a proxy was trained.
 PROXY_FILE = "proxy.json"
+#: How the sandbox's training loads the proxy: the harness's loader with the model's own modules
+#: (no fused activations), so rewards during training are what they were when the presets were
+#: measured; rounding-level changes there grow over a run into other trained weights.
+TRAINING_LOAD = LoadOptions(fused_activations=False)
 
 
 @dataclass(frozen=True)
@@ -389,11 +394,10 @@ class ProxyReward:
     gives no advantage."""
 
     def __init__(self, proxy_dir: Path | str) -> None:
-        from rlhf_eval.models import LoadOptions
         from rlhf_eval.rewards import build_scorer
 
         self.__name__ = REWARD_NAME
-        self.scorer = build_scorer(str(proxy_dir), LoadOptions())
+        self.scorer = build_scorer(str(proxy_dir), TRAINING_LOAD)
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **_: Any) -> list[float | None]:
         from rlhf_eval.records import Prompt
@@ -414,11 +418,10 @@ def pool_of(pairs: Sequence[Pair]) -> list[tuple[str, str]]:
 
 def proxy_scores(rm_dir: Path | str, pool: Sequence[tuple[str, str]]) -> list[float]:
     """The proxy's score of each (prompt, response), through the harness's ``build_scorer``."""
-    from rlhf_eval.models import LoadOptions
     from rlhf_eval.records import Prompt
     from rlhf_eval.rewards import build_scorer
 
-    scorer = build_scorer(str(rm_dir), LoadOptions())
+    scorer = build_scorer(str(rm_dir), TRAINING_LOAD)
     records = [Prompt(prompt_id=f"q{i}", index=i, text=prompt) for i, (prompt, _) in enumerate(pool)]
     with quiet_transformers(), one_thread():
         values = scorer.score(records, [response for _, response in pool])

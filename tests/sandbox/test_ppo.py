@@ -112,3 +112,20 @@ def test_config_errors_name_the_field() -> None:
         PPOConfig(batch_size=10, minibatch_size=4)
     with pytest.raises(ValueError, match="save_every"):
         PPOConfig(iterations=4, save_every=5)
+
+
+def test_extra_saves_add_checkpoints_without_changing_the_training(
+    tmp_path: Path, ppo_run: Path, tiny_base: Path, tiny_proxy: Path, sandbox_world: World
+) -> None:
+    config = dataclasses.replace(SHORT, save_every=3, save_at=(2,))
+    assert [i for i in range(1, 7) if config.saves(i)] == [2, 3, 6]
+    again = build_ppo_run(tmp_path / "again", tiny_base, tiny_proxy, sandbox_world, config)
+    assert sorted(p.name for p in again.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3", "checkpoint-6"]
+    for step in (2, 6):  # the same weights as the run saved every 2 iterations
+        name = f"checkpoint-{step}/model.safetensors"
+        assert (again / name).read_bytes() == (ppo_run / name).read_bytes()
+
+
+def test_save_at_must_name_iterations_of_the_run() -> None:
+    with pytest.raises(ValueError, match=r"save_at=\(0, 4\): iterations are 1..6"):
+        PPOConfig(iterations=6, save_every=2, save_at=(0, 4))
