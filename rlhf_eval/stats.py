@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlhf_eval.sample_sums import mean, per_prompt_ctes, prompt_mean
+
 #: Detector features pivoted into the aggregates: feature name -> aggregate column.
 FEATURE_COLUMNS = {
     "seq_rep_1": "seq_rep_1",
@@ -53,80 +55,47 @@ FEATURE_COLUMNS = {
 #: The checkpoint row's fields the aggregates depend on (they are stored with them).
 KEY_COLUMNS = ("model_fp", "ref_fp", "gen_key", "suite_fp", "samples_per_prompt", "proxy_scorer", "gold_scorer")
 
-_PIVOT = ",\n        ".join(f"max(f.value) FILTER (WHERE f.feature = '{name}') AS {name}" for name in FEATURE_COLUMNS)
-_MEANS = ",\n    ".join(f"avg(r.{name}) AS {column}" for name, column in FEATURE_COLUMNS.items())
+
+def _half(name: str) -> str:
+    """1.959964 · sd(per-prompt means) / sqrt(prompts with a mean)."""
+    return f"1.959964 * stddev_samp({prompt_mean(name)}) / sqrt(count({prompt_mean(name)}))"
+
+
+#: KL estimators averaged into the aggregates: ``kl`` column -> aggregate column.
+KL_COLUMNS = {"k1": "kl_k1", "k2": "kl_k2", "k3": "kl_k3", "kl_full": "kl_full"}
 
 #: Aggregates of the checkpoints selected by ``{target}`` (a fixed SQL fragment chosen by the code,
-#: never user text). Features are pivoted only for the selected checkpoints' samples.
+#: never user text), from per-prompt sums (``sample_sums.py``: each per-sample table joined to the
+#: selected samples' narrow rows and summed per prompt at once, so the statement's memory does not
+#: follow a checkpoint's samples the way a pivot of every sample did). Means over samples are sums
+#: over counts; the half-widths are over the per-prompt means.
 _REFRESH = f"""
 INSERT INTO checkpoint_stats BY NAME
-WITH target AS (
-    SELECT * FROM checkpoints WHERE {{target}}
-), cs AS (
-    SELECT c.run, c.checkpoint, {", ".join(f"c.{k}" for k in KEY_COLUMNS)},
-           s.sample_id, s.prompt_id, s.n_tokens, s.ended_eos
-    FROM target c
-    JOIN prompts p ON p.suite_fp = c.suite_fp
-    JOIN samples s
-      ON s.model_fp = c.model_fp AND s.gen_key = c.gen_key AND s.prompt_id = p.prompt_id
-     AND s.sample_idx < c.samples_per_prompt
-), ids AS (
-    SELECT DISTINCT sample_id FROM cs
-), feats AS (
-    SELECT f.sample_id,
-        {_PIVOT}
-    FROM features f
-    WHERE f.sample_id IN (SELECT sample_id FROM ids)
-    GROUP BY f.sample_id
-), k AS (  -- the selected samples' rows only: a LEFT JOIN to a whole table hashes all of it
-    SELECT * FROM kl WHERE sample_id IN (SELECT sample_id FROM ids)
-), sc AS (
-    SELECT sample_id, scorer_id, value FROM scores WHERE sample_id IN (SELECT sample_id FROM ids)
-), r AS (
-    SELECT cs.*, k.k1, k.k2, k.k3, k.kl_full, px.value AS proxy_reward, gd.value AS gold_reward,
-           feats.* EXCLUDE (sample_id)
-    FROM cs
-    LEFT JOIN k ON k.sample_id = cs.sample_id AND k.ref_fp = cs.ref_fp
-    LEFT JOIN sc px ON px.sample_id = cs.sample_id AND px.scorer_id = cs.proxy_scorer
-    LEFT JOIN sc gd ON gd.sample_id = cs.sample_id AND gd.scorer_id = cs.gold_scorer
-    LEFT JOIN feats ON feats.sample_id = cs.sample_id
-), per_prompt AS (
-    SELECT run, checkpoint, prompt_id,
-           avg(kl_full) AS kl, avg(proxy_reward) AS proxy, avg(gold_reward) AS gold
-    FROM r
-    GROUP BY run, checkpoint, prompt_id
-), spread AS (
-    SELECT run, checkpoint,
-           1.959964 * stddev_samp(kl) / sqrt(count(kl)) AS kl_half,
-           1.959964 * stddev_samp(proxy) / sqrt(count(proxy)) AS proxy_half,
-           1.959964 * stddev_samp(gold) / sqrt(count(gold)) AS gold_half
-    FROM per_prompt
-    GROUP BY run, checkpoint
-)
+WITH {per_prompt_ctes("{target}", list(FEATURE_COLUMNS))}
 SELECT
-    r.run, r.checkpoint, {", ".join(f"any_value(r.{k}) AS {k}" for k in KEY_COLUMNS)},
-    count(DISTINCT r.prompt_id) AS n_prompts,
-    count(*) AS n_samples,
-    avg(r.kl_full) AS kl,
-    avg(r.k1) AS kl_k1, avg(r.k2) AS kl_k2, avg(r.k3) AS kl_k3, avg(r.kl_full) AS kl_full,
-    avg(r.proxy_reward) AS proxy_reward,
-    avg(r.gold_reward) AS gold_reward,
-    count(*) - count(r.proxy_reward) AS proxy_null,
-    count(*) - count(r.gold_reward) AS gold_null,
-    avg(r.n_tokens) AS mean_length,
-    avg(r.ended_eos::DOUBLE) AS eos_rate,
-    {_MEANS},
-    any_value(s.kl_half) AS kl_half, any_value(s.proxy_half) AS proxy_half, any_value(s.gold_half) AS gold_half,
+    p.run, p.checkpoint, {", ".join(f"any_value(t.{k}) AS {k}" for k in KEY_COLUMNS)},
+    count(*) AS n_prompts,
+    sum(p.n) AS n_samples,
+    {mean("kl_full")} AS kl,
+    {", ".join(f"{mean(name)} AS {column}" for name, column in KL_COLUMNS.items())},
+    {mean("proxy")} AS proxy_reward,
+    {mean("gold")} AS gold_reward,
+    sum(p.n) - coalesce(sum(p.proxy_n), 0) AS proxy_null,
+    sum(p.n) - coalesce(sum(p.gold_n), 0) AS gold_null,
+    {mean("length")} AS mean_length,
+    {mean("eos")} AS eos_rate,
+    {", ".join(f"{mean(name)} AS {column}" for name, column in FEATURE_COLUMNS.items())},
+    {_half("kl_full")} AS kl_half, {_half("proxy")} AS proxy_half, {_half("gold")} AS gold_half,
     now() AS refreshed_at
-FROM r
-JOIN spread s USING (run, checkpoint)
-GROUP BY r.run, r.checkpoint
+FROM per_prompt p
+JOIN target t ON t.run = p.run AND t.checkpoint = p.checkpoint
+GROUP BY p.run, p.checkpoint
 """
 
 _TOUCHED = "(run, checkpoint) IN (SELECT run, checkpoint FROM stats_touched)"
 
-#: At most this many samples are aggregated by one statement of ``refresh_all`` (memory: the
-#: feature pivot holds a hash table over the selected samples).
+#: At most this many samples are aggregated by one statement of ``refresh_all`` (memory: its
+#: joins hold a hash table over the selected samples' ids).
 REFRESH_BATCH_SAMPLES = 1_000_000
 
 

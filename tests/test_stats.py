@@ -246,3 +246,106 @@ def test_refresh_all_aggregates_in_bounded_statements(tmp_path: Path, monkeypatc
     con.close()
     assert [len(k) for k in statements] == [2, 1]
     assert batched == one and len(one) == 3
+
+
+def test_every_aggregate_matches_plain_python_on_random_rows(tmp_path: Path) -> None:
+    """Every column of the aggregates against means computed here sample by sample, on rows with
+    what the per-prompt sums must get right: two checkpoints of the same weights (their samples
+    are the same rows), a run whose proxy is also its gold scorer, samples past
+    ``samples_per_prompt``, samples without KL, scores or features, NULL scores, and rows of
+    another reference or scorer that must not count."""
+    import random
+
+    from rlhf_eval.stats import FEATURE_COLUMNS, KL_COLUMNS
+
+    rng = random.Random(7)
+    prompts = [f"p{i}" for i in range(5)]
+    checkpoints = [  # (run, checkpoint, model_fp, proxy, gold, samples_per_prompt)
+        ("a", "reference", "m0", "proxy", "gold", 3),
+        ("a", "checkpoint-1", "m1", "proxy", "gold", 3),
+        ("a", "checkpoint-2", "m1", "proxy", "gold", 2),  # the same weights as checkpoint-1
+        ("b", "checkpoint-1", "m2", "proxy", "proxy", 4),  # one scorer in both roles
+    ]
+    samples, kl, scores, features = [], [], [], []
+    for model in ("m0", "m1", "m2"):
+        for p in prompts[: 4 if model == "m2" else 5]:
+            for i in range(5):
+                sid = f"{model}-{p}-{i}"
+                samples.append({"sample_id": sid, "model_fp": model, "prompt_id": p, "gen_key": "g", "sample_idx": i,
+                                "prompt_token_ids": [1], "token_ids": [2], "response": "x",
+                                "n_tokens": rng.randint(1, 50), "ended_eos": rng.random() < 0.5,
+                                "prompt_truncated": False, "eval_id": "e"})  # fmt: skip
+                if rng.random() < 0.9:
+                    kl.append({"sample_id": sid, "ref_fp": "ref", "logp_policy": 0.0, "logp_ref": 0.0,
+                               **{c: rng.gauss(1, 1) for c in KL_COLUMNS}, "n_tokens": 1})  # fmt: skip
+                kl.append({"sample_id": sid, "ref_fp": "other", "logp_policy": 0.0, "logp_ref": 0.0,
+                           **{c: 100.0 for c in KL_COLUMNS}, "n_tokens": 1})  # fmt: skip
+                for scorer in ("proxy", "gold", "unused"):
+                    if rng.random() < 0.9:
+                        value = None if rng.random() < 0.15 else rng.gauss(0, 2)
+                        scores.append({"sample_id": sid, "scorer_id": scorer, "value": value})
+                for name in FEATURE_COLUMNS:
+                    if rng.random() < 0.8:
+                        features.append({"sample_id": sid, "feature": name, "version": 1, "value": rng.random()})
+    db = tmp_path / "db.duckdb"
+    store = Store(db)
+    with store.writer():
+        store.stage("prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p}
+                                for i, p in enumerate(prompts)])  # fmt: skip
+        rows = []
+        for run, ckpt, model, proxy, gold, per_prompt in checkpoints:
+            row = checkpoint_row(run, ckpt, model, gold=gold, samples=per_prompt)
+            rows.append({**row, "proxy_scorer": proxy})
+        store.stage("checkpoints", rows)
+        for table, staged in (("samples", samples), ("kl", kl), ("scores", scores), ("features", features)):
+            store.stage(table, staged)
+        store.stage_refresh([(run, ckpt) for run, ckpt, *_ in checkpoints])
+    con = duckdb.connect(str(db), read_only=True)
+    cursor = con.execute("SELECT * FROM checkpoint_stats ORDER BY run, checkpoint")
+    names = [d[0] for d in cursor.description]
+    stored = {(r[0], r[1]): dict(zip(names, r, strict=True)) for r in cursor.fetchall()}
+    con.close()
+
+    def mean(values: list[float]) -> float | None:
+        return statistics.fmean(values) if values else None
+
+    def half(groups: dict[str, list[float]]) -> float | None:
+        means = [statistics.fmean(v) for v in groups.values() if v]
+        return 1.959964 * statistics.stdev(means) / math.sqrt(len(means)) if len(means) > 1 else None
+
+    kl_of = {r["sample_id"]: r for r in kl if r["ref_fp"] == "ref"}
+    score_of = {(r["sample_id"], r["scorer_id"]): r["value"] for r in scores}
+    feature_of = {(r["sample_id"], r["feature"]): r["value"] for r in features}
+    assert len(stored) == len(checkpoints)
+    for run, ckpt, model, proxy, gold, per_prompt in checkpoints:
+        used = [s for s in samples if s["model_fp"] == model and s["sample_idx"] < per_prompt]
+        ids = [s["sample_id"] for s in used]
+        by_prompt = {p: [s["sample_id"] for s in used if s["prompt_id"] == p] for p in {s["prompt_id"] for s in used}}
+        proxies = [v for i in ids if (v := score_of.get((i, proxy))) is not None]
+        golds = [v for i in ids if (v := score_of.get((i, gold))) is not None]
+        want: dict[str, Any] = {
+            "n_prompts": len(by_prompt),
+            "n_samples": len(used),
+            "kl": mean([kl_of[i]["kl_full"] for i in ids if i in kl_of]),
+            **{column: mean([kl_of[i][c] for i in ids if i in kl_of]) for c, column in KL_COLUMNS.items()},
+            "proxy_reward": mean(proxies),
+            "gold_reward": mean(golds),
+            "proxy_null": len(ids) - len(proxies),
+            "gold_null": len(ids) - len(golds),
+            "mean_length": mean([s["n_tokens"] for s in used]),
+            "eos_rate": mean([float(s["ended_eos"]) for s in used]),
+            **{column: mean([v for i in ids if (v := feature_of.get((i, name))) is not None])
+               for name, column in FEATURE_COLUMNS.items()},
+            "kl_half": half({p: [kl_of[i]["kl_full"] for i in g if i in kl_of] for p, g in by_prompt.items()}),
+            "proxy_half": half({p: [v for i in g if (v := score_of.get((i, proxy))) is not None]
+                                for p, g in by_prompt.items()}),
+            "gold_half": half({p: [v for i in g if (v := score_of.get((i, gold))) is not None]
+                               for p, g in by_prompt.items()}),
+        }  # fmt: skip
+        got = stored[(run, ckpt)]
+        assert got["model_fp"] == model and got["samples_per_prompt"] == per_prompt
+        for name, value in want.items():
+            if value is None:
+                assert got[name] is None, name
+            else:
+                assert got[name] == pytest.approx(value, rel=1e-12, abs=1e-12), (run, ckpt, name)

@@ -47,7 +47,7 @@ from rlhf_eval.analysis.resample import (
     DEFAULT_SEED,
     complete_prompts,
     percentile_interval,
-    prompt_resamples,
+    resample_blocks,
 )
 
 Form = Literal["bon", "rl"]
@@ -277,17 +277,21 @@ def _interval_with_infinity(values: NDArray[np.float64], level: float) -> tuple[
     return (bounds[0], bounds[1])
 
 
-def _resampled_means(values: NDArray[np.float64], indices: NDArray[np.int64], chunk: int = 256) -> NDArray[np.float64]:
-    """(B, K) means of the (K, P) ``values`` over each replicate's prompts (rows of ``indices``),
-    via per-replicate prompt counts so memory stays at chunk × P."""
-    replicates, n_prompts = indices.shape
-    out = np.empty((replicates, values.shape[0]))
-    for start in range(0, replicates, chunk):
-        block = indices[start : start + chunk]
+def _resampled_means(
+    matrices: Sequence[NDArray[np.float64]], n_prompts: int, replicates: int, seed: int, chunk: int = 256
+) -> list[NDArray[np.float64]]:
+    """For each (K, P) matrix, the (B, K) means over each replicate's prompts (the replicates of
+    ``prompt_resamples``, drawn ``chunk`` at a time), via per-replicate prompt counts so memory
+    stays at chunk × P."""
+    out = [np.empty((replicates, m.shape[0])) for m in matrices]
+    start = 0
+    for block in resample_blocks(n_prompts, replicates, seed, rows=chunk):
         rows = block.shape[0]
         flat = (np.arange(rows)[:, None] * n_prompts + block).ravel()
         counts = np.bincount(flat, minlength=rows * n_prompts).reshape(rows, n_prompts)
-        out[start : start + rows] = counts @ values.T / n_prompts
+        for matrix, means in zip(matrices, out, strict=True):
+            means[start : start + rows] = counts @ matrix.T / n_prompts
+        start += rows
     return out
 
 
@@ -345,11 +349,11 @@ def bootstrap_gao(
     distance = np.sqrt(np.maximum(kl, 0.0))
     fit = fit_gao(distance, values.mean(axis=1), form, w)
 
-    indices = prompt_resamples(n_prompts, replicates, seed)
-    reward_means = _resampled_means(values, indices)
     if kl_matrix is not None:
-        replicate_distance = np.sqrt(np.maximum(_resampled_means(kl_matrix[:, mask], indices), 0.0))
+        reward_means, kl_means = _resampled_means([values, kl_matrix[:, mask]], n_prompts, replicates, seed)
+        replicate_distance = np.sqrt(np.maximum(kl_means, 0.0))
     else:
+        (reward_means,) = _resampled_means([values], n_prompts, replicates, seed)
         replicate_distance = np.broadcast_to(distance, reward_means.shape)
     estimates = np.full((replicates, 5), np.nan)
     failed = 0

@@ -25,6 +25,7 @@ from rlhf_eval.analysis.curves import Curve
 from rlhf_eval.analysis.length import bucket_edges, bucket_of
 from rlhf_eval.detectors import FAMILIES
 from rlhf_eval.errors import UserInputError
+from rlhf_eval.sample_sums import per_prompt_ctes, prompt_mean, selected_samples_ctes
 
 #: KL estimators a run's d = sqrt(KL) can use: RL runs' checkpoint_samples columns, best-of-n's two.
 RL_KL_ESTIMATORS = ("kl_full", "kl_k1", "kl_k2", "kl_k3")
@@ -98,36 +99,83 @@ def load_run(
     return load_rl_run(con, run, estimator, length_buckets, only)
 
 
-#: The name ``load_rl_run`` registers the run's ``run_samples`` rows under, for its aggregates.
-RUN_ROWS = "run_rows"
+#: Where the per-prompt sums of ``sample_sums`` keep each per-sample value of SAMPLE_VALUES, and
+#: each RL KL estimator.
+SUM_NAMES = {"proxy_reward": "proxy", "gold_reward": "gold", "n_tokens": "length", "ended_eos": "eos"}
+KL_SUM_NAMES = {"kl_full": "kl_full", "kl_k1": "k1", "kl_k2": "k2", "kl_k3": "k3"}
+#: The checkpoints of a run ``load_rl_run`` reads: the run, and its listed checkpoints when the list
+#: is not NULL (parameters: run, list, list).
+RUN_TARGET = "run = ? AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], checkpoint))"
+FEATURE_NAMES = [name for names in FAMILIES.values() for name in names]
 
 
 def per_prompt_sql(kl_estimator: str) -> str:
+    """Per checkpoint and prompt, the mean over the prompt's samples of the KL estimator, the
+    log length and every SAMPLE_VALUES column."""
     # kl_estimator and the value names are fixed identifiers from this module, never user text.
-    values = ", ".join(f"avg({name}::DOUBLE) AS {name}" for name in SAMPLE_VALUES)
+    values = ", ".join(f"{prompt_mean(SUM_NAMES.get(name, name))} AS {name}" for name in SAMPLE_VALUES)
     return (
-        f"SELECT checkpoint, step, is_reference, method, prompt_id, avg({kl_estimator}) AS kl, "
-        f"avg(ln(1 + n_tokens)) AS log_length, {values} "
-        f"FROM {RUN_ROWS} GROUP BY checkpoint, step, is_reference, method, prompt_id"
+        f"WITH {per_prompt_ctes(RUN_TARGET, FEATURE_NAMES)} "
+        f"SELECT t.checkpoint, t.step, t.is_reference, t.method, p.prompt_id, "
+        f"{prompt_mean(KL_SUM_NAMES[kl_estimator])} AS kl, {prompt_mean('log_length')} AS log_length, {values} "
+        "FROM per_prompt p JOIN target t ON t.run = p.run AND t.checkpoint = p.checkpoint"
+    )
+
+
+#: Each sample of the selected checkpoints with its proxy and gold reward (NULL where missing),
+#: ordered by checkpoint, prompt and sample. The rewards are pivoted per sample over the scores of
+#: the two scorers only, joined to the samples' narrow rows.
+SAMPLE_REWARDS_SQL = f"""
+WITH {selected_samples_ctes(RUN_TARGET)}, rewards AS (
+    SELECT cs.checkpoint, cs.sample_id,
+           max(v.value) FILTER (WHERE v.scorer_id = cs.proxy_scorer) AS proxy_reward,
+           max(v.value) FILTER (WHERE v.scorer_id = cs.gold_scorer) AS gold_reward
+    FROM scores v
+    JOIN cs ON v.sample_id = cs.sample_id AND (v.scorer_id = cs.proxy_scorer OR v.scorer_id = cs.gold_scorer)
+    GROUP BY cs.checkpoint, cs.sample_id
+)
+SELECT cs.checkpoint, cs.is_reference, cs.n_tokens, r.proxy_reward, r.gold_reward
+FROM cs LEFT JOIN rewards r ON r.checkpoint = cs.checkpoint AND r.sample_id = cs.sample_id
+ORDER BY cs.checkpoint, cs.prompt_id, cs.sample_idx
+"""
+
+
+@dataclass(frozen=True)
+class SampleRewards:
+    """The selected checkpoints' samples, one entry per sample in SAMPLE_REWARDS_SQL's order."""
+
+    checkpoint: NDArray[Any]  # labels (object)
+    is_reference: NDArray[np.bool_]
+    n_tokens: NDArray[np.float64]
+    proxy: NDArray[np.float64]  # NaN where missing
+    gold: NDArray[np.float64]
+
+
+def sample_rewards(con: duckdb.DuckDBPyConnection, params: Sequence[Any]) -> SampleRewards:
+    columns = con.execute(SAMPLE_REWARDS_SQL, list(params)).fetchnumpy()
+
+    def floats(name: str) -> NDArray[np.float64]:
+        return np.ma.filled(np.ma.asarray(columns[name]).astype(np.float64), np.nan)
+
+    return SampleRewards(
+        checkpoint=np.asarray(columns["checkpoint"], dtype=object),
+        is_reference=np.ma.filled(np.ma.asarray(columns["is_reference"]).astype(bool), False),
+        n_tokens=floats("n_tokens"),
+        proxy=floats("proxy_reward"),
+        gold=floats("gold_reward"),
     )
 
 
 def load_rl_run(
     con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, length_buckets: int, only: list[str] | None = None
 ) -> RunData:
-    """A run's curve and per-sample data. ``run_samples`` is read once (without the texts) and
-    every aggregate below runs over that table: each read of it scans the whole features table."""
-    relation = con.sql("SELECT * EXCLUDE (response) FROM run_samples(?, checkpoint_names := ?)", params=[run, only])
-    table = (getattr(relation, "to_arrow_table", None) or relation.arrow)()  # DuckDB 2 / DuckDB 1
-    con.register(RUN_ROWS, table)
-    try:
-        return curve_of_rows(con, run, kl_estimator, length_buckets)
-    finally:
-        con.unregister(RUN_ROWS)
-
-
-def curve_of_rows(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, length_buckets: int) -> RunData:
-    rows = fetch(con, per_prompt_sql(kl_estimator), [])
+    """A run's curve and per-sample data. The per-prompt means are summed per prompt in SQL as
+    each per-sample table is joined (``sample_sums``), and the per-sample values the measures
+    need (every sample's proxy and gold reward and length) are read as narrow arrays: the reads
+    hold no wide row per sample, so their memory does not grow with the run the way a read of
+    ``run_samples`` did (docs/performance.md, "Memory")."""
+    params = [run, only, only]
+    rows = fetch(con, per_prompt_sql(kl_estimator), params)
     if not rows:
         raise UserInputError(f"run {run!r}: no evaluated samples in the database; evaluate it with `rlhf-eval eval`")
     points = sorted(
@@ -148,14 +196,11 @@ def curve_of_rows(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, l
         for name in names:
             value = row[name]
             matrices[name][i, j] = np.nan if value is None else value
-    reference = fetch_arrays(
-        con,
-        f"SELECT proxy_reward, gold_reward, n_tokens FROM {RUN_ROWS} WHERE is_reference ORDER BY prompt_id, sample_idx",
-        [],
-    )
-    ref_gold, ref_proxy, ref_lengths = reference["gold_reward"], reference["proxy_reward"], reference["n_tokens"]
+    samples = sample_rewards(con, params)
+    reference = samples.is_reference
+    ref_gold, ref_proxy, ref_lengths = samples.gold[reference], samples.proxy[reference], samples.n_tokens[reference]
     edges = bucket_edges(ref_lengths, length_buckets)
-    shares = bucket_shares(con, edges, labels, prompt_ids)
+    shares = bucket_shares(con, params, edges, labels, prompt_ids)
     metrics = {
         "proxy": matrices["proxy_reward"],
         "gold": matrices["gold_reward"],
@@ -176,19 +221,24 @@ def curve_of_rows(con: duckdb.DuckDBPyConnection, run: str, kl_estimator: str, l
         kl_estimator=kl_estimator,
         prompt_ids=tuple(prompt_ids),
     )
-    disagreement = ensemble_disagreements(con, run)
-    return RunData(curve, ref_gold, ref_lengths, edges, rl_taus(con), {}, {}, disagreement)
+    disagreement = ensemble_disagreements(con, run, params)
+    return RunData(curve, ref_gold, ref_lengths, edges, rl_taus(samples), {}, {}, disagreement)
 
 
 def bucket_shares(
-    con: duckdb.DuckDBPyConnection, edges: Sequence[float], labels: Sequence[str], prompt_ids: Sequence[str]
+    con: duckdb.DuckDBPyConnection,
+    params: Sequence[Any],
+    edges: Sequence[float],
+    labels: Sequence[str],
+    prompt_ids: Sequence[str],
 ) -> dict[str, NDArray[np.float64]]:
     """``length_bucket_<b>`` -> (K, P) share of each point's samples on each prompt in bucket b."""
     rows = fetch(
         con,
+        f"WITH {selected_samples_ctes(RUN_TARGET)} "
         "SELECT checkpoint, prompt_id, len(list_filter(?::DOUBLE[], lambda e: e <= n_tokens)) AS bucket, count(*) AS n "
-        f"FROM {RUN_ROWS} GROUP BY checkpoint, prompt_id, bucket",
-        [list(edges)],
+        "FROM cs GROUP BY checkpoint, prompt_id, bucket",
+        [*params, list(edges)],
     )
     position = {label: i for i, label in enumerate(labels)}
     column = {pid: j for j, pid in enumerate(prompt_ids)}
@@ -201,20 +251,16 @@ def bucket_shares(
     return {f"length_bucket_{b}": shares[b] for b in range(len(edges) + 1)}
 
 
-def rl_taus(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
-    """Kendall tau-b between proxy and gold over each checkpoint's samples."""
+def rl_taus(samples: SampleRewards) -> dict[str, float]:
+    """Kendall tau-b between proxy and gold over each checkpoint's samples that have both."""
     from rlhf_eval.analysis.agreement import kendall_tau
 
-    columns = con.execute(
-        f"SELECT checkpoint, proxy_reward, gold_reward FROM {RUN_ROWS} "
-        "WHERE proxy_reward IS NOT NULL AND gold_reward IS NOT NULL ORDER BY checkpoint, prompt_id, sample_idx"
-    ).fetchnumpy()  # arrays, not a Python object per value
-    labels = np.asarray(columns["checkpoint"], dtype=object)
-    proxy, gold = (np.asarray(columns[name], dtype=np.float64) for name in ("proxy_reward", "gold_reward"))
+    both = np.isfinite(samples.proxy) & np.isfinite(samples.gold)
+    labels, proxy, gold = samples.checkpoint[both], samples.proxy[both], samples.gold[both]
     return {str(label): kendall_tau(proxy[labels == label], gold[labels == label]) for label in dict.fromkeys(labels)}
 
 
-def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str, float]:
+def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str, params: Sequence[Any]) -> dict[str, float]:
     """Mean disagreement of the proxy ensemble over each checkpoint's samples (empty when the
     run's proxy is a single scorer): members standardized on the reference's samples."""
     import json
@@ -232,11 +278,12 @@ def ensemble_disagreements(con: duckdb.DuckDBPyConnection, run: str) -> dict[str
     members = list(json.loads(spec_rows[0]["spec"])["members"])
     rows = fetch(
         con,
+        f"WITH {selected_samples_ctes(RUN_TARGET)} "
         "SELECT cs.checkpoint, cs.is_reference, cs.sample_id, sc.scorer_id, sc.value "
-        f"FROM {RUN_ROWS} cs JOIN scores sc ON sc.sample_id = cs.sample_id "
+        "FROM cs JOIN scores sc ON sc.sample_id = cs.sample_id "
         "WHERE list_contains(?, sc.scorer_id) AND sc.value IS NOT NULL "
         "ORDER BY cs.checkpoint, cs.sample_id, sc.scorer_id",
-        [members],
+        [*params, members],
     )
     by_sample: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     reference: dict[str, list[float]] = defaultdict(list)
@@ -369,13 +416,6 @@ def bon_value_rows(data: RunData) -> list[dict[str, Any]]:
                         }
                     )
     return rows
-
-
-def fetch_arrays(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> dict[str, NDArray[np.float64]]:
-    """The columns of a numeric query as float arrays (NULL as NaN): 8 bytes a value, where a
-    row of Python objects costs a hundred."""
-    columns = con.execute(sql, list(params)).fetchnumpy()
-    return {name: np.ma.filled(np.ma.asarray(values).astype(np.float64), np.nan) for name, values in columns.items()}
 
 
 def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from rlhf_eval.analysis.resample import (
     DEFAULT_SEED,
     complete_prompts,
     percentile_interval,
-    prompt_resamples,
+    resampled_means,
 )
 
 #: Points in the early-warning slope unless said otherwise.
@@ -128,11 +128,6 @@ class RunAnalysis:
         return f"{head}: {verdict}"
 
 
-def paired_means(matrix: NDArray[np.float64], resamples: NDArray[np.int64]) -> NDArray[np.float64]:
-    """(B, K) means of each point over each replicate's prompts: matrix is (K, P), resamples (B, P)."""
-    return matrix[:, resamples].mean(axis=2).T
-
-
 def slope(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
     """Least-squares slope of y on x along the last axis (x and y broadcast; NaN with < 2 distinct x).
 
@@ -176,9 +171,8 @@ def analyze_curve(
     gold_n, proxy_n, kl = gold_n[:, keep], proxy_n[:, keep], curve.kl[:, keep]
     gold_raw, proxy_raw = curve.metrics["gold"][:, keep], curve.metrics["proxy"][:, keep]
     n_points, n_prompts = gold_n.shape
-    idx = prompt_resamples(n_prompts, replicates, seed)
-    gold_b, proxy_b = paired_means(gold_n, idx), paired_means(proxy_n, idx)
-    d_b = np.sqrt(np.clip(paired_means(kl, idx), 0.0, None))
+    gold_b, proxy_b, kl_b = resampled_means([gold_n, proxy_n, kl], replicates, seed)
+    d_b = np.sqrt(np.clip(kl_b, 0.0, None))
     gold_m, proxy_m = gold_n.mean(axis=1), proxy_n.mean(axis=1)
     kl_m = kl.mean(axis=1)
     d_m = np.sqrt(np.clip(kl_m, 0.0, None))
