@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 #: The KL estimators summed: ``kl`` table column -> the name of its sums.
 KL_VALUES = ("k1", "k2", "k3", "kl_full")
 #: Values of the samples themselves: name -> expression over ``samples``.
-SAMPLE_VALUES = {"length": "n_tokens::DOUBLE", "log_length": "ln(1 + n_tokens)", "eos": "ended_eos::DOUBLE"}
+SAMPLE_TABLE_VALUES = {"length": "n_tokens::DOUBLE", "log_length": "ln(1 + n_tokens)", "eos": "ended_eos::DOUBLE"}
 #: The scorers' values: name -> the checkpoint column naming its scorer.
 SCORE_VALUES = {"proxy": "proxy_scorer", "gold": "gold_scorer"}
 
@@ -99,7 +99,7 @@ def per_prompt_ctes(target: str, features: Sequence[str]) -> str:
     )
     return f"""{selected_samples_ctes(target)}, base AS (
     SELECT run, checkpoint, prompt_id, count(*) AS n,
-           {sums({name: (expr, None) for name, expr in SAMPLE_VALUES.items()})}
+           {sums({name: (expr, None) for name, expr in SAMPLE_TABLE_VALUES.items()})}
     FROM cs
     GROUP BY run, checkpoint, prompt_id
 ), k AS (
