@@ -47,7 +47,7 @@ from rlhf_eval.analysis.resample import (
     DEFAULT_SEED,
     complete_prompts,
     percentile_interval,
-    resample_blocks,
+    resampled_means,
 )
 
 Form = Literal["bon", "rl"]
@@ -277,24 +277,6 @@ def _interval_with_infinity(values: NDArray[np.float64], level: float) -> tuple[
     return (bounds[0], bounds[1])
 
 
-def _resampled_means(
-    matrices: Sequence[NDArray[np.float64]], n_prompts: int, replicates: int, seed: int, chunk: int = 256
-) -> list[NDArray[np.float64]]:
-    """For each (K, P) matrix, the (B, K) means over each replicate's prompts (the replicates of
-    ``prompt_resamples``, drawn ``chunk`` at a time), via per-replicate prompt counts so memory
-    stays at chunk × P."""
-    out = [np.empty((replicates, m.shape[0])) for m in matrices]
-    start = 0
-    for block in resample_blocks(n_prompts, replicates, seed, rows=chunk):
-        rows = block.shape[0]
-        flat = (np.arange(rows)[:, None] * n_prompts + block).ravel()
-        counts = np.bincount(flat, minlength=rows * n_prompts).reshape(rows, n_prompts)
-        for matrix, means in zip(matrices, out, strict=True):
-            means[start : start + rows] = counts @ matrix.T / n_prompts
-        start += rows
-    return out
-
-
 def bootstrap_gao(
     kl_per_point: ArrayLike,
     rewards: NDArray[np.float64],
@@ -350,10 +332,10 @@ def bootstrap_gao(
     fit = fit_gao(distance, values.mean(axis=1), form, w)
 
     if kl_matrix is not None:
-        reward_means, kl_means = _resampled_means([values, kl_matrix[:, mask]], n_prompts, replicates, seed)
+        reward_means, kl_means = resampled_means([values, kl_matrix[:, mask]], replicates, seed)
         replicate_distance = np.sqrt(np.maximum(kl_means, 0.0))
     else:
-        (reward_means,) = _resampled_means([values], n_prompts, replicates, seed)
+        (reward_means,) = resampled_means([values], replicates, seed)
         replicate_distance = np.broadcast_to(distance, reward_means.shape)
     estimates = np.full((replicates, 5), np.nan)
     failed = 0
