@@ -32,6 +32,12 @@ Rates are given per table and for a *complete sample* (all of its rows, 4 + one 
 The target (the performance issue) is at least 1M sample rows per second; both readings are
 shown, and the verdict is on the ``samples`` table through the evaluator's path.
 
+**DuckDB's own ceiling.** What the database engine itself takes of this row, whatever a store
+does around it: ``samples`` rows (``--ceiling-rows``, fresh ids, the ingest batch's shape) in one
+plain ``INSERT`` from Arrow into a table without keys, in one transaction, nothing staged; then
+the same rows without their response text and token-id lists. Printed as rows/s, MB/s of Arrow
+data and bytes per row, beside what 1M rows/s of this row would need in MB/s.
+
 **Views.** A database (``--rows`` sample rows: runs x checkpoints x 1000 prompts x 8 samples,
 every run's reference checkpoint sharing one model) is built through the store: ``Store.writer()``
 (migrations), Arrow shards staged as ``Store.stage`` writes them and one ``Store.flush`` per
@@ -354,6 +360,40 @@ def ingest_paths(root: Path, tables: dict[str, pa.Table]) -> dict[str, dict[str,
     return out
 
 
+def engine_ceiling(root: Path, rng: np.random.Generator, suite: Suite, rows: int) -> dict[str, Any]:
+    """DuckDB's plain ``INSERT`` of ``rows`` fresh ``samples`` rows from Arrow (no keys, no
+    staging, one transaction): the whole row, then without its text and token-id lists."""
+    parts, made = [], 0
+    while made < rows:
+        part = model_tables(rng, suite, "ce1l1n9ce1l1n90", 1.0)["samples"]
+        parts.append(part.slice(0, rows - made))
+        made += parts[-1].num_rows
+    data = pa.concat_tables(parts).combine_chunks()
+    narrow = data.drop_columns(["prompt_token_ids", "token_ids", "response"])
+    out: dict[str, Any] = {"rows": data.num_rows}
+    con = duckdb.connect(str(root / "ceiling.duckdb"))
+    try:
+        for label, table in (("whole row", data), ("without text and token lists", narrow)):
+            con.register("arrow_rows", table)
+            con.execute("DROP TABLE IF EXISTS ceiling")
+            con.execute("CREATE TABLE ceiling AS SELECT * FROM arrow_rows LIMIT 0")
+            started = time.perf_counter()
+            con.execute("BEGIN TRANSACTION")
+            con.execute("INSERT INTO ceiling SELECT * FROM arrow_rows")
+            con.execute("COMMIT")
+            seconds = time.perf_counter() - started
+            con.unregister("arrow_rows")
+            out[label] = {
+                "seconds": seconds,
+                "rows_per_s": table.num_rows / seconds,
+                "bytes_per_row": table.nbytes / table.num_rows,
+                "mb_per_s": table.nbytes / seconds / 1e6,
+            }
+    finally:
+        con.close()
+    return out
+
+
 # -- a database grown to each size --------------------------------------------------------------
 
 
@@ -660,6 +700,9 @@ def ingest_report(seconds: dict[str, dict[str, float]], counts: dict[str, int], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ingest-samples", type=int, default=64_000, help="evaluated samples in the ingest batch")
+    parser.add_argument(
+        "--ceiling-rows", type=int, default=640_000, help="samples rows of DuckDB's own INSERT (0: not measured)"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="sample rows of the view database")
     parser.add_argument("--large", action="store_true", help=f"then grow it to {TARGET_VIEW_ROWS:,} sample rows")
     parser.add_argument("--quick", action="store_true", help="8,000 samples ingested, views at 100,000 rows")
@@ -684,7 +727,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     if args.quick:
-        args.ingest_samples, args.rows, args.large = 8_000, 100_000, False
+        args.ingest_samples, args.rows, args.large, args.ceiling_rows = 8_000, 100_000, False, 64_000
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -702,6 +745,9 @@ def main() -> None:
             paths = ingest_report(ingest_paths(root, tables), counts, suite.per_model)
             result["ingest"] = {"samples": suite.per_model, "rows": counts, "paths": paths}
             del tables
+            if args.ceiling_rows:
+                log(f"DuckDB's own INSERT of {args.ceiling_rows:,} samples rows ...")
+                result["ingest"]["ceiling"] = engine_ceiling(root, rng, suite, args.ceiling_rows)
         result["views"] = []
         if args.db:
             grown, run, upgrade_s = existing_database(args.db, args.memory_limit, log)
@@ -741,6 +787,11 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             "evaluator_complete_samples": evaluator["complete_samples_per_s"],
             "met": evaluator["rows_per_s"]["samples"] >= TARGET_ROWS_PER_SECOND,
         }
+        ceiling = result["ingest"].get("ceiling")
+        if ceiling:
+            whole = ceiling["whole row"]
+            out["ingest_sample_rows_per_s"]["duckdb_insert_ceiling"] = whole["rows_per_s"]
+            out["ingest_sample_rows_per_s"]["mb_per_s_needed"] = TARGET_ROWS_PER_SECOND * whole["bytes_per_row"] / 1e6
     largest = result["views"][-1]
     rows = largest["database"]["sample_rows"]
     seconds = largest.get("summary_warm_s")
@@ -776,6 +827,15 @@ def print_report(result: dict[str, Any]) -> None:
             "(ratio: complete samples/s over the evaluator's; stage and flush are the evaluator's two halves; "
             "keyed: copies with the primary keys of the schema before migration 0004)"
         )
+        ceiling = ingest.get("ceiling")
+        if ceiling:
+            print(f"DuckDB's own INSERT of {ceiling['rows']:,} samples rows from Arrow (no keys, no staging):")
+            for label in ("whole row", "without text and token lists"):
+                c = ceiling[label]
+                print(
+                    f"  {label:<30} {c['rows_per_s']:>11,.0f} rows/s  {c['mb_per_s']:>6,.0f} MB/s  "
+                    f"{c['bytes_per_row']:>5,.0f} bytes/row"
+                )
     for view in result["views"]:
         db = view["database"]
         inserts = (
@@ -846,6 +906,11 @@ def print_report(result: dict[str, Any]) -> None:
             f"table {ingest_target['evaluator_samples_table']:,.0f}/s, complete samples "
             f"{ingest_target['evaluator_complete_samples']:,.0f}/s: {verdict(ingest_target['met'])}"
         )
+        if "duckdb_insert_ceiling" in ingest_target:
+            print(
+                f"        DuckDB's own INSERT of this row reaches {ingest_target['duckdb_insert_ceiling']:,.0f} "
+                f"rows/s; {TARGET_ROWS_PER_SECOND:,} rows/s of it is {ingest_target['mb_per_s_needed']:,.0f} MB/s"
+            )
     view_target = found["checkpoint_summary_10M_s"]
     note = "" if view_target["applies"] else " (below 10M rows: run with --large for the target's size)"
     value = f"{view_target['value']:.3f} s" if view_target["value"] is not None else view_target["error"]
