@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlhf_eval.sample_sums import mean, per_prompt_ctes, prompt_mean
+from rlhf_eval.sample_sums import mean, per_prompt_sums, prompt_mean
 
 #: Detector features pivoted into the aggregates: feature name -> aggregate column.
 FEATURE_COLUMNS = {
@@ -64,14 +64,14 @@ def _half(name: str) -> str:
 #: KL estimators averaged into the aggregates: ``kl`` column -> aggregate column.
 KL_COLUMNS = {"k1": "kl_k1", "k2": "kl_k2", "k3": "kl_k3", "kl_full": "kl_full"}
 
-#: Aggregates of the checkpoints selected by ``{target}`` (a fixed SQL fragment chosen by the code,
-#: never user text), from per-prompt sums (``sample_sums.py``: each per-sample table joined to the
-#: selected samples' narrow rows and summed per prompt at once, so the statement's memory does not
-#: follow a checkpoint's samples the way a pivot of every sample did). Means over samples are sums
-#: over counts; the half-widths are over the per-prompt means.
+#: Aggregates of the checkpoints of ``target``, from the per-prompt sums of ``per_prompt``
+#: (``sample_sums.py``: each per-sample table joined to the selected samples' narrow rows and
+#: summed per prompt, a statement per table, so the memory does not follow a checkpoint's samples
+#: the way a pivot of every sample did); ``{ctes}`` is the ``WITH`` body that defines both. Means
+#: over samples are sums over counts; the half-widths are over the per-prompt means.
 _REFRESH = f"""
 INSERT INTO checkpoint_stats BY NAME
-WITH {per_prompt_ctes("{target}", list(FEATURE_COLUMNS))}
+WITH {{ctes}}
 SELECT
     p.run, p.checkpoint, {", ".join(f"any_value(t.{k}) AS {k}" for k in KEY_COLUMNS)},
     count(*) AS n_prompts,
@@ -141,6 +141,7 @@ def refresh_checkpoints(con: Any, keys: list[tuple[str, str]]) -> None:
     con.register("stats_touched", pa.table({"run": list(runs), "checkpoint": list(checkpoints)}))
     try:
         con.execute(f"DELETE FROM checkpoint_stats WHERE {_TOUCHED}")
-        con.execute(_REFRESH.format(target=_TOUCHED))
+        with per_prompt_sums(con, _TOUCHED, [], list(FEATURE_COLUMNS)) as ctes:
+            con.execute(_REFRESH.format(ctes=ctes))
     finally:
         con.unregister("stats_touched")

@@ -251,23 +251,25 @@ def test_refresh_all_aggregates_in_bounded_statements(tmp_path: Path, monkeypatc
 def test_every_aggregate_matches_plain_python_on_random_rows(tmp_path: Path) -> None:
     """Every column of the aggregates against means computed here sample by sample, on rows with
     what the per-prompt sums must get right: two checkpoints of the same weights (their samples
-    are the same rows), a run whose proxy is also its gold scorer, samples past
-    ``samples_per_prompt``, samples without KL, scores or features, NULL scores, and rows of
-    another reference or scorer that must not count."""
+    are the same rows), a run whose proxy is also its gold scorer, a run on another suite that
+    numbers the same prompts otherwise, samples past ``samples_per_prompt``, samples without KL,
+    scores or features, NULL scores, and rows of another reference or scorer that must not count."""
     import random
 
     from rlhf_eval.stats import FEATURE_COLUMNS, KL_COLUMNS
 
     rng = random.Random(7)
     prompts = [f"p{i}" for i in range(5)]
-    checkpoints = [  # (run, checkpoint, model_fp, proxy, gold, samples_per_prompt)
-        ("a", "reference", "m0", "proxy", "gold", 3),
-        ("a", "checkpoint-1", "m1", "proxy", "gold", 3),
-        ("a", "checkpoint-2", "m1", "proxy", "gold", 2),  # the same weights as checkpoint-1
-        ("b", "checkpoint-1", "m2", "proxy", "proxy", 4),  # one scorer in both roles
+    checkpoints = [  # (run, checkpoint, model_fp, proxy, gold, samples_per_prompt, suite)
+        ("a", "reference", "m0", "proxy", "gold", 3, "suite"),
+        ("a", "checkpoint-1", "m1", "proxy", "gold", 3, "suite"),
+        ("a", "checkpoint-2", "m1", "proxy", "gold", 2, "suite"),  # the same weights as checkpoint-1
+        ("b", "checkpoint-1", "m2", "proxy", "proxy", 4, "suite"),  # one scorer in both roles
+        ("c", "checkpoint-1", "m3", "proxy", "gold", 2, "suite2"),  # prompts p1..p4 as 0..3, p0 not in it
     ]
+    suite_prompts = {"suite": prompts, "suite2": prompts[:0:-1]}
     samples, kl, scores, features = [], [], [], []
-    for model in ("m0", "m1", "m2"):
+    for model in ("m0", "m1", "m2", "m3"):
         for p in prompts[: 4 if model == "m2" else 5]:
             for i in range(5):
                 sid = f"{model}-{p}-{i}"
@@ -290,12 +292,12 @@ def test_every_aggregate_matches_plain_python_on_random_rows(tmp_path: Path) -> 
     db = tmp_path / "db.duckdb"
     store = Store(db)
     with store.writer():
-        store.stage("prompts", [{"suite_fp": "suite", "idx": i, "prompt_id": p, "text": p}
-                                for i, p in enumerate(prompts)])  # fmt: skip
+        store.stage("prompts", [{"suite_fp": suite, "idx": i, "prompt_id": p, "text": p}
+                                for suite, listed in suite_prompts.items() for i, p in enumerate(listed)])  # fmt: skip
         rows = []
-        for run, ckpt, model, proxy, gold, per_prompt in checkpoints:
+        for run, ckpt, model, proxy, gold, per_prompt, suite in checkpoints:
             row = checkpoint_row(run, ckpt, model, gold=gold, samples=per_prompt)
-            rows.append({**row, "proxy_scorer": proxy})
+            rows.append({**row, "proxy_scorer": proxy, "suite_fp": suite})
         store.stage("checkpoints", rows)
         for table, staged in (("samples", samples), ("kl", kl), ("scores", scores), ("features", features)):
             store.stage(table, staged)
@@ -317,8 +319,9 @@ def test_every_aggregate_matches_plain_python_on_random_rows(tmp_path: Path) -> 
     score_of = {(r["sample_id"], r["scorer_id"]): r["value"] for r in scores}
     feature_of = {(r["sample_id"], r["feature"]): r["value"] for r in features}
     assert len(stored) == len(checkpoints)
-    for run, ckpt, model, proxy, gold, per_prompt in checkpoints:
-        used = [s for s in samples if s["model_fp"] == model and s["sample_idx"] < per_prompt]
+    for run, ckpt, model, proxy, gold, per_prompt, suite in checkpoints:
+        used = [s for s in samples if s["model_fp"] == model and s["sample_idx"] < per_prompt
+                and s["prompt_id"] in suite_prompts[suite]]  # fmt: skip
         ids = [s["sample_id"] for s in used]
         by_prompt = {p: [s["sample_id"] for s in used if s["prompt_id"] == p] for p in {s["prompt_id"] for s in used}}
         proxies = [v for i in ids if (v := score_of.get((i, proxy))) is not None]

@@ -25,7 +25,7 @@ from rlhf_eval.analysis.curves import Curve
 from rlhf_eval.analysis.length import bucket_edges, bucket_of
 from rlhf_eval.detectors import FAMILIES
 from rlhf_eval.errors import UserInputError
-from rlhf_eval.sample_sums import per_prompt_ctes, prompt_mean, selected_samples_ctes
+from rlhf_eval.sample_sums import per_prompt_sums, prompt_mean, selected_samples_ctes
 
 #: KL estimators a run's d = sqrt(KL) can use: RL runs' checkpoint_samples columns, best-of-n's two.
 RL_KL_ESTIMATORS = ("kl_full", "kl_k1", "kl_k2", "kl_k3")
@@ -109,13 +109,14 @@ RUN_TARGET = "run = ? AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], c
 FEATURE_NAMES = [name for names in FAMILIES.values() for name in names]
 
 
-def per_prompt_sql(kl_estimator: str) -> str:
+def per_prompt_sql(kl_estimator: str, ctes: str) -> str:
     """Per checkpoint and prompt, the mean over the prompt's samples of the KL estimator, the
-    log length and every SAMPLE_VALUES column."""
+    log length and every SAMPLE_VALUES column, from the per-prompt sums ``ctes`` defines
+    (``sample_sums.per_prompt_sums``)."""
     # kl_estimator and the value names are fixed identifiers from this module, never user text.
     values = ", ".join(f"{prompt_mean(SUM_NAMES.get(name, name))} AS {name}" for name in SAMPLE_VALUES)
     return (
-        f"WITH {per_prompt_ctes(RUN_TARGET, FEATURE_NAMES)} "
+        f"WITH {ctes} "
         f"SELECT t.checkpoint, t.step, t.is_reference, t.method, p.prompt_id, "
         f"{prompt_mean(KL_SUM_NAMES[kl_estimator])} AS kl, {prompt_mean('log_length')} AS log_length, {values} "
         "FROM per_prompt p JOIN target t ON t.run = p.run AND t.checkpoint = p.checkpoint"
@@ -175,7 +176,8 @@ def load_rl_run(
     hold no wide row per sample, so their memory does not grow with the run the way a read of
     ``run_samples`` did (docs/performance.md, "Memory")."""
     params = [run, only, only]
-    rows = fetch(con, per_prompt_sql(kl_estimator), params)
+    with per_prompt_sums(con, RUN_TARGET, params, FEATURE_NAMES) as ctes:
+        rows = fetch(con, per_prompt_sql(kl_estimator, ctes), [])
     if not rows:
         raise UserInputError(f"run {run!r}: no evaluated samples in the database; evaluate it with `rlhf-eval eval`")
     points = sorted(
