@@ -123,22 +123,41 @@ def per_prompt_sql(kl_estimator: str, ctes: str) -> str:
     )
 
 
-#: Each sample of the selected checkpoints with its proxy and gold reward (NULL where missing),
-#: ordered by checkpoint, prompt and sample. The rewards are pivoted per sample over the scores of
-#: the two scorers only, joined to the samples' narrow rows.
+#: Each sample of the selected checkpoints with its checkpoint's number ``ck`` (1, 2, ... in the
+#: order of run and checkpoint, as CHECKPOINT_LABELS_SQL lists them), its length and its proxy and
+#: gold reward (NULL where missing), ordered by checkpoint, prompt id and sample. The rewards are
+#: taken per sample from the scores of the two scorers, joined to the samples' narrow rows; those
+#: rows carry integers for the checkpoint and for the prompt's rank by id, not their texts, so the
+#: read's hash tables and sort hold a sample id and three integers per sample.
 SAMPLE_REWARDS_SQL = f"""
-WITH {selected_samples_ctes(RUN_TARGET)}, rewards AS (
-    SELECT cs.checkpoint, cs.sample_id,
-           max(v.value) FILTER (WHERE v.scorer_id = cs.proxy_scorer) AS proxy_reward,
-           max(v.value) FILTER (WHERE v.scorer_id = cs.gold_scorer) AS gold_reward
+WITH numbered AS MATERIALIZED (
+    SELECT row_number() OVER (ORDER BY run, checkpoint) AS ck, * FROM checkpoints WHERE {RUN_TARGET}
+), ranked AS (
+    SELECT suite_fp, idx, row_number() OVER (PARTITION BY suite_fp ORDER BY prompt_id) AS prank
+    FROM prompts WHERE suite_fp IN (SELECT suite_fp FROM numbered)
+), ns AS (
+    SELECT c.ck, r.prank, s.sample_idx, s.sample_id, s.n_tokens
+    FROM numbered c
+    JOIN ranked r ON r.suite_fp = c.suite_fp
+    JOIN prompts p ON p.suite_fp = r.suite_fp AND p.idx = r.idx
+    JOIN samples s
+      ON s.model_fp = c.model_fp AND s.gen_key = c.gen_key AND s.prompt_id = p.prompt_id
+     AND s.sample_idx < c.samples_per_prompt
+), rewards AS (
+    SELECT ns.ck, ns.prank, ns.sample_idx,
+           max(v.value) FILTER (WHERE v.scorer_id = c.proxy_scorer) AS proxy_reward,
+           max(v.value) FILTER (WHERE v.scorer_id = c.gold_scorer) AS gold_reward
     FROM scores v
-    JOIN cs ON v.sample_id = cs.sample_id AND (v.scorer_id = cs.proxy_scorer OR v.scorer_id = cs.gold_scorer)
-    GROUP BY cs.checkpoint, cs.sample_id
+    JOIN ns ON v.sample_id = ns.sample_id
+    JOIN numbered c ON c.ck = ns.ck AND (v.scorer_id = c.proxy_scorer OR v.scorer_id = c.gold_scorer)
+    GROUP BY ns.ck, ns.prank, ns.sample_idx
 )
-SELECT cs.checkpoint, cs.is_reference, cs.n_tokens, r.proxy_reward, r.gold_reward
-FROM cs LEFT JOIN rewards r ON r.checkpoint = cs.checkpoint AND r.sample_id = cs.sample_id
-ORDER BY cs.checkpoint, cs.prompt_id, cs.sample_idx
+SELECT ns.ck, ns.n_tokens, r.proxy_reward, r.gold_reward
+FROM ns LEFT JOIN rewards r ON r.ck = ns.ck AND r.prank = ns.prank AND r.sample_idx = ns.sample_idx
+ORDER BY ns.ck, ns.prank, ns.sample_idx
 """
+#: The selected checkpoints in the order SAMPLE_REWARDS_SQL numbers them.
+CHECKPOINT_LABELS_SQL = f"SELECT checkpoint, is_reference FROM checkpoints WHERE {RUN_TARGET} ORDER BY run, checkpoint"
 
 
 @dataclass(frozen=True)
@@ -154,13 +173,17 @@ class SampleRewards:
 
 def sample_rewards(con: duckdb.DuckDBPyConnection, params: Sequence[Any]) -> SampleRewards:
     columns = con.execute(SAMPLE_REWARDS_SQL, list(params)).fetchnumpy()
+    listed = con.execute(CHECKPOINT_LABELS_SQL, list(params)).fetchall()
+    labels = np.array([label for label, _ in listed], dtype=object)
+    references = np.array([bool(is_reference) for _, is_reference in listed], dtype=bool)
+    index = np.asarray(columns["ck"], dtype=np.int64) - 1
 
     def floats(name: str) -> NDArray[np.float64]:
         return np.ma.filled(np.ma.asarray(columns[name]).astype(np.float64), np.nan)
 
     return SampleRewards(
-        checkpoint=np.asarray(columns["checkpoint"], dtype=object),
-        is_reference=np.ma.filled(np.ma.asarray(columns["is_reference"]).astype(bool), False),
+        checkpoint=labels[index],
+        is_reference=references[index],
         n_tokens=floats("n_tokens"),
         proxy=floats("proxy_reward"),
         gold=floats("gold_reward"),
