@@ -7,7 +7,7 @@ one wide row first (the sample, its KL, both rewards and every detector feature,
 samples: about 2.4 KB per sample, 237 MB to read a run of 100k samples (docs/performance.md,
 "Memory"). Here each per-sample table is joined to the selected samples' narrow rows (the join's
 build side) and summed per prompt, so what is held is a hash table over the selected ids and a
-row per (checkpoint, prompt). Three choices keep that small:
+row per (checkpoint, prompt). Two choices keep that small:
 
 - The narrow rows carry two integers for their checkpoint and prompt (the selected checkpoints
   numbered, the prompt's index in its suite) instead of the run, checkpoint and prompt id texts;
@@ -17,8 +17,8 @@ row per (checkpoint, prompt). Three choices keep that small:
 - Each table's sums are one statement of their own, kept in a temporary table
   (``per_prompt_sums``): DuckDB keeps a statement's hash tables until the statement ends, so
   summing ``kl``, ``scores`` and ``features`` in one statement held three tables over the
-  selected ids at once.
-- The sums of one table are small (a row per checkpoint and prompt), so joining them is cheap.
+  selected ids at once. The sums themselves are a row per checkpoint and prompt, so joining
+  them afterwards is cheap.
 
 ``per_prompt_sums`` yields the body of a ``WITH`` clause that ends in ``per_prompt``: one row per
 (run, checkpoint, prompt_id) with ``n`` (samples) and, for every value, ``<value>_sum`` and
