@@ -24,7 +24,7 @@ def test_the_default_block_holds_at_most_block_indices(monkeypatch: pytest.Monke
     assert np.array_equal(np.vstack(blocks), prompt_resamples(30, 20, seed=1))
 
 
-@pytest.mark.parametrize("block_indices", [1, 150, 1 << 21])
+@pytest.mark.parametrize("block_indices", [1, 150, resample.BLOCK_INDICES, 1 << 21])
 def test_means_equal_the_whole_gather(block_indices: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit: every mean is over the same prompts in the same order as the (K, B, P) gather."""
     monkeypatch.setattr(resample, "BLOCK_INDICES", block_indices)
