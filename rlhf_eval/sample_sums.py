@@ -106,6 +106,13 @@ _NARROW = f"""ns AS (
 )"""
 
 
+def numbered_checkpoints(target: str) -> str:
+    """The checkpoints selected by the SQL condition ``target`` (a fixed fragment chosen by the
+    code, which may hold ``?`` parameters), each with its number ``ck``: 1, 2, ... in the order
+    of run and checkpoint, the same in every statement that selects them."""
+    return f"SELECT row_number() OVER (ORDER BY run, checkpoint) AS ck, * FROM checkpoints WHERE {target}"
+
+
 def part_queries(features: Sequence[str]) -> dict[str, str]:
     """Each part's sums per (``ck``, ``pidx``) as a query over ``ns`` and the numbered
     checkpoints; ``f`` only with ``features`` (fixed detector names)."""
@@ -166,11 +173,7 @@ def per_prompt_sums(con: Any, target: str, params: Sequence[Any], features: Sequ
     reads them. They are dropped after the block; on an error they are left to the connection
     (a failed transaction discards them, and each use replaces them)."""
     queries = part_queries(features)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {NUMBERED} AS "
-        f"SELECT row_number() OVER (ORDER BY run, checkpoint) AS ck, * FROM checkpoints WHERE {target}",
-        list(params),
-    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {NUMBERED} AS {numbered_checkpoints(target)}", list(params))
     for part, query in queries.items():
         con.execute(f"CREATE OR REPLACE TEMP TABLE {NUMBERED}_{part} AS WITH {_NARROW} {query}")
     yield _per_prompt(features)

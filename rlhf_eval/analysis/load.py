@@ -25,7 +25,7 @@ from rlhf_eval.analysis.curves import Curve
 from rlhf_eval.analysis.length import bucket_edges, bucket_of
 from rlhf_eval.detectors import FAMILIES
 from rlhf_eval.errors import UserInputError
-from rlhf_eval.sample_sums import per_prompt_sums, prompt_mean, selected_samples_ctes
+from rlhf_eval.sample_sums import numbered_checkpoints, per_prompt_sums, prompt_mean, selected_samples_ctes
 
 #: KL estimators a run's d = sqrt(KL) can use: RL runs' checkpoint_samples columns, best-of-n's two.
 RL_KL_ESTIMATORS = ("kl_full", "kl_k1", "kl_k2", "kl_k3")
@@ -123,15 +123,15 @@ def per_prompt_sql(kl_estimator: str, ctes: str) -> str:
     )
 
 
-#: Each sample of the selected checkpoints with its checkpoint's number ``ck`` (1, 2, ... in the
-#: order of run and checkpoint, as CHECKPOINT_LABELS_SQL lists them), its length and its proxy and
+#: Each sample of the selected checkpoints with its checkpoint's number ``ck``
+#: (``sample_sums.numbered_checkpoints``, as CHECKPOINT_LABELS_SQL lists them), its length and its proxy and
 #: gold reward (NULL where missing), ordered by checkpoint, prompt id and sample. The rewards are
 #: taken per sample from the scores of the two scorers, joined to the samples' narrow rows; those
 #: rows carry integers for the checkpoint and for the prompt's rank by id, not their texts, so the
 #: read's hash tables and sort hold a sample id and three integers per sample.
 SAMPLE_REWARDS_SQL = f"""
 WITH numbered AS MATERIALIZED (
-    SELECT row_number() OVER (ORDER BY run, checkpoint) AS ck, * FROM checkpoints WHERE {RUN_TARGET}
+    {numbered_checkpoints(RUN_TARGET)}
 ), ranked AS (
     SELECT suite_fp, idx, row_number() OVER (PARTITION BY suite_fp ORDER BY prompt_id) AS prank
     FROM prompts WHERE suite_fp IN (SELECT suite_fp FROM numbered)
@@ -156,8 +156,8 @@ SELECT ns.ck, ns.n_tokens, r.proxy_reward, r.gold_reward
 FROM ns LEFT JOIN rewards r ON r.ck = ns.ck AND r.prank = ns.prank AND r.sample_idx = ns.sample_idx
 ORDER BY ns.ck, ns.prank, ns.sample_idx
 """
-#: The selected checkpoints in the order SAMPLE_REWARDS_SQL numbers them.
-CHECKPOINT_LABELS_SQL = f"SELECT checkpoint, is_reference FROM checkpoints WHERE {RUN_TARGET} ORDER BY run, checkpoint"
+#: The selected checkpoints' labels, in the order of their numbers in SAMPLE_REWARDS_SQL.
+CHECKPOINT_LABELS_SQL = f"SELECT checkpoint, is_reference FROM ({numbered_checkpoints(RUN_TARGET)}) ORDER BY ck"
 
 
 @dataclass(frozen=True)
