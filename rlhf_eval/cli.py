@@ -8,6 +8,7 @@ the commands so that ``rlhf-eval --help`` starts fast.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -141,6 +142,12 @@ def format_cell(value: Any, fmt: str) -> str:
 
 def print_summary(rows: Sequence[dict[str, Any]]) -> None:
     """The checkpoint summary as a fixed-width table on stdout."""
+    for text in summary_lines(rows):
+        click.echo(text)
+
+
+def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines of ``print_summary``'s table."""
     header = [title for _, title, _ in SUMMARY_COLUMNS]
     body = [[format_cell(row.get(key), fmt) for key, _, fmt in SUMMARY_COLUMNS] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
@@ -149,14 +156,15 @@ def print_summary(rows: Sequence[dict[str, Any]]) -> None:
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
 
-    click.echo(line(header))
-    click.echo("  ".join("-" * w for w in widths))
-    for cells in body:
-        click.echo(line(cells))
+    return [line(header), "  ".join("-" * w for w in widths), *(line(cells) for cells in body)]
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, allow_nan=False))
+    click.echo(json_text(data))
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str, allow_nan=False)
 
 
 def jsonable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -181,14 +189,61 @@ def without_nan(value: Any) -> Any:
 
 def report_work(result: Any, db: str) -> None:
     """One line on stderr saying what the evaluation computed (zeros on a cached rerun)."""
+    click.echo(work_line(result, db), err=True)
+
+
+def work_line(result: Any, db: str) -> str:
     stats = result.stats
-    click.echo(
+    return (
         f"evaluated {len(result.summary)} checkpoints in {len(result.runs)} runs: generated "
         f"{stats.samples_generated} samples, {stats.kl_computed} KL, {stats.scores_computed} scores, "
         f"{stats.features_computed} feature rows; {stats.null_scores} NaN/inf scores stored as NULL; "
-        f"waited {stats.lock_wait_seconds:.2f} s for readers -> {db}",
-        err=True,
+        f"waited {stats.lock_wait_seconds:.2f} s for readers -> {db}"
     )
+
+
+def cached_line(result: Any, db: str) -> str:
+    return f"nothing to compute: {db} holds every row of this evaluation (eval {result.eval_id})"
+
+
+def receipt_key(paths: Sequence[str], db: str, no_analysis: bool, settings: dict[str, Any]) -> str | None:
+    """The key of this ``eval`` command's receipt (``receipt.py``); None where receipts are not
+    used: the Ray engine and the vLLM backend, whose checks the receipt would skip."""
+    from rlhf_eval.receipt import command_key
+
+    if settings.get("engine") != "local" or settings.get("backend") != "transformers":
+        return None
+    chosen = {name: value for name, value in settings.items() if name != "no_progress"}
+    return command_key("eval", {**chosen, "paths": list(paths), "db": db, "no_analysis": no_analysis})
+
+
+def record_receipt(config: Any, db: str, key: str, no_analysis: bool) -> None:
+    """After the command has answered: run its read-only check again between two stamps of the
+    inputs and the database, and keep what a cached rerun prints (``receipt.py``)."""
+    from rlhf_eval import receipt
+    from rlhf_eval.pipeline import Evaluation
+    from rlhf_eval.query import analysis_is_current
+
+    def verify() -> tuple[receipt.Answer, list[str]] | None:
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(captured):
+                evaluation = Evaluation(config)
+                result = evaluation.stored_answer()
+                roots = evaluation.input_roots()
+                if result is None or roots is None or not (no_analysis or analysis_is_current(db, result.runs)):
+                    return None
+        except (RlhfEvalError, OSError):
+            return None
+        stderr = (*captured.getvalue().splitlines(), work_line(result, db), cached_line(result, db))
+        table = "".join(f"{text}\n" for text in summary_lines(result.summary))
+        return receipt.Answer(stderr, table, json_text(jsonable(result.summary)) + "\n"), roots
+
+    try:
+        roots = Evaluation(config).input_roots()
+    except (RlhfEvalError, OSError):
+        return
+    receipt.verify_and_record(db, key, roots, verify)
 
 
 @app.command("eval")
@@ -220,17 +275,28 @@ def eval_command(paths: tuple[str, ...], db: str, as_json: bool, no_analysis: bo
 
     PATHS: checkpoint dirs, Trainer/TRL run dirs, adapter dirs.
     """
+    from rlhf_eval import receipt
+
+    ray_address, engine = settings["ray_address"], settings["engine"]
+    if ray_address is not None and engine != "ray":
+        raise UserInputError(f"--address {ray_address}: a Ray cluster is only used with --engine ray")
+    key = receipt_key(paths, db, no_analysis, settings)
+    answer = receipt.find(db, key) if key is not None else None
+    if answer is not None:  # nothing it depends on changed since this command last answered
+        warn_pickle(bool(settings.get("allow_pickle")))
+        for text in answer.stderr:
+            click.echo(text, err=True)
+        click.echo(answer.json if as_json else answer.table, nl=False)
+        return
+
     from rlhf_eval.pipeline import evaluate
     from rlhf_eval.query import analysis_is_current
 
-    ray_address, engine = settings["ray_address"], settings["engine"]
     config = eval_config(paths, settings, db=db)
-    if ray_address is not None and engine != "ray":
-        raise UserInputError(f"--address {ray_address}: a Ray cluster is only used with --engine ray")
     result = evaluate(config)
     report_work(result, db)
     if result.cached:
-        click.echo(f"nothing to compute: {db} holds every row of this evaluation (eval {result.eval_id})", err=True)
+        click.echo(cached_line(result, db), err=True)
     if not no_analysis and not (result.cached and analysis_is_current(db, result.runs)):
         from rlhf_eval.analysis.runner import analyze_database
 
@@ -243,6 +309,8 @@ def eval_command(paths: tuple[str, ...], db: str, as_json: bool, no_analysis: bo
         print_json(jsonable(result.summary))
     else:
         print_summary(result.summary)
+    if key is not None:
+        record_receipt(config, db, key, no_analysis)
 
 
 @app.command("bon")

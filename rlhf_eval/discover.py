@@ -197,6 +197,18 @@ def adapter_base(adapter_dir: Path, base_override: str | None) -> Path:
         ) from None
 
 
+def local_adapter_base(adapter_dir: Path) -> bool:
+    """Whether an adapter's ``base_model_name_or_path`` names a local folder (not a hub id),
+    as ``adapter_base`` looks for it."""
+    try:
+        base = read_json(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
+    except (UserInputError, OSError):
+        return False
+    if not isinstance(base, str) or not base:
+        return False
+    return any(candidate.is_dir() for candidate in (Path(base), adapter_dir / base))
+
+
 def make_checkpoint(
     run: str, name: str, step: int, path: Path, method: str, base_override: str | None
 ) -> CheckpointSpec:

@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 
 from rlhf_eval import faults, rows, stages
-from rlhf_eval.discover import CheckpointSpec, RunSpec, discover
+from rlhf_eval.discover import CheckpointSpec, RunSpec, discover, local_adapter_base
 from rlhf_eval.errors import UserInputError
 from rlhf_eval.fingerprint import FileStat
 from rlhf_eval.models import (
@@ -50,6 +50,7 @@ from rlhf_eval.rewards import (
     ensemble_id,
     member_stats,
     parse_ensemble,
+    parse_scorer_spec,
 )
 from rlhf_eval.sampling import SamplingParams
 from rlhf_eval.store import SCHEMA_VERSION, Store
@@ -604,7 +605,9 @@ class Evaluation:
         log(f"warning: {message}")
 
     # -- the run ------------------------------------------------------------------------------
-    def run(self) -> EvalResult:
+    def plan(self) -> tuple[list[ModelUnit], str, list[str], bool]:
+        """The model units, the reference's fingerprint and the run names; and whether every
+        file was hashed before (only then can the database already hold every row)."""
         self.load_hash_cache()
         known_digests = len(self.hash_cache)
         self.build_scorers()
@@ -617,7 +620,45 @@ class Evaluation:
                 f"sampling with {asdict(self.params)}: KL is measured for this processed distribution, "
                 "not the checkpoint's raw one"
             )
-        if len(self.hash_cache) == known_digests:  # no file changed since it was last hashed
+        return units, ref_fp, names, len(self.hash_cache) == known_digests
+
+    def stored_answer(self) -> EvalResult | None:
+        """The result when the database already holds every row of this evaluation; None when
+        not. Reads only: nothing is loaded or written (``receipt.py`` checks answers with it)."""
+        units, ref_fp, names, files_known = self.plan()
+        return self.stored_result(units, ref_fp, names) if files_known else None
+
+    def input_roots(self) -> list[str] | None:
+        """Every local path this evaluation reads (run and checkpoint folders, adapter bases, the
+        reference, the reward models, the suite and its prompt data), absolute; None when one
+        input is not a local path: a hub id (its snapshot can move), a Python scorer (its imports
+        can change) or a dataset on the hub."""
+        config = self.config
+        given: list[str] = [*config.paths, config.ref, config.suite, self.suite.source]
+        if config.base:
+            given.append(config.base)
+        for text in (*config.proxy, *config.gold):
+            spec = parse_scorer_spec(text)
+            if spec.is_callable:
+                return None
+            given.append(spec.target)
+        found: list[Path] = [self.ref_dir]
+        for run in self.runs:
+            found.append(run.path)
+            for checkpoint in run.checkpoints:
+                found.append(checkpoint.path)
+                if checkpoint.base is not None:
+                    found.append(checkpoint.base)
+                    if not config.base and not local_adapter_base(checkpoint.path):
+                        return None
+        if not all(Path(text).expanduser().exists() for text in given):
+            return None
+        paths = [Path(text).expanduser() for text in given] + found
+        return sorted({str(path.resolve()) for path in paths})
+
+    def run(self) -> EvalResult:
+        units, ref_fp, names, files_known = self.plan()
+        if files_known:  # no file changed since it was last hashed
             cached = self.stored_result(units, ref_fp, names)
             if cached is not None:
                 return cached
