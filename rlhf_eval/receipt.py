@@ -18,7 +18,7 @@ A receipt is replayed only when all of these hold:
    a listing of (path, device, inode, size, mtime_ns, ctime_ns); a new checkpoint, a rewritten
    weight file or a touched config is a miss;
 3. the same code: every file of the installed ``rlhf_eval`` package (a new detector version
-   asks for rows the database may lack);
+   asks for rows the database may lack), and the entry files of DuckDB and PyYAML;
 4. the same database: the file's identity, and no WAL file and no staged shard beside it. DuckDB
    commits either into the WAL or, at a checkpoint, into the file, so a commit changes one of
    them; ``ctime`` cannot be set back by a user.
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -64,6 +65,9 @@ SETTLED_COARSE_NS = 2_000_000_000
 REFUSING_ENV = ("RLHF_EVAL_KILL_AT", "RLHF_EVAL_FAULT_TRACE")
 #: The package whose files are stamped as "the code".
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: Libraries the database's answer goes through (DuckDB reads the file, PyYAML the suite): their
+#: entry files are stamped too, so an upgrade or a downgrade is a miss.
+DEPENDENCIES = ("duckdb", "_duckdb", "yaml")
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,16 @@ def listing(roots: Iterable[str], *, skip_dirs: frozenset[str] = frozenset()) ->
 
 
 def code_listing() -> dict[str, list[int]]:
-    """The package's own files (compiled bytecode left out: Python writes it as it imports)."""
+    """The package's own files (compiled bytecode left out: Python writes it as it imports) and
+    the entry files of ``DEPENDENCIES``, found without importing them."""
     files = listing([str(PACKAGE_DIR)], skip_dirs=frozenset({"__pycache__"})) or {}
+    for name in DEPENDENCIES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and os.path.isfile(spec.origin):
+            files[spec.origin] = file_identity(os.stat(spec.origin))
     return {path: identity for path, identity in files.items() if len(identity) != 2}
 
 

@@ -171,6 +171,16 @@ def test_any_change_after_recording_is_a_miss(
     (Path(roots[0]) / "checkpoint-9").mkdir()
     assert receipt.find(db, "k") is None
 
+    library = tmp_path / "site" / "fake_engine.py"  # a library the answer goes through, upgraded
+    library.parent.mkdir()
+    library.write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(library.parent))
+    monkeypatch.setattr(receipt, "DEPENDENCIES", ("fake_engine", "no_such_module_here"))
+    record()
+    assert str(library) in receipt.code_listing()
+    library.write_text("VERSION = 2\n")
+    assert receipt.find(db, "k") is None
+
     record()
     receipt.receipts_path(db).write_text("{not json")
     assert receipt.find(db, "k") is None
