@@ -220,6 +220,8 @@ def receipt_key(paths: Sequence[str], db: str, no_analysis: bool, settings: dict
 def record_receipt(config: Any, db: str, key: str, no_analysis: bool) -> None:
     """After the command has answered: run its read-only check again between two stamps of the
     inputs and the database, and keep what a cached rerun prints (``receipt.py``)."""
+    import duckdb
+
     from rlhf_eval import receipt
     from rlhf_eval.pipeline import Evaluation
     from rlhf_eval.query import analysis_is_current
@@ -233,14 +235,15 @@ def record_receipt(config: Any, db: str, key: str, no_analysis: bool) -> None:
                 roots = evaluation.input_roots()
                 if result is None or roots is None or not (no_analysis or analysis_is_current(db, result.runs)):
                     return None
-        except (RlhfEvalError, OSError):
+        except (RlhfEvalError, OSError, duckdb.Error):  # no receipt; the answer printed stands
             return None
         stderr = (*captured.getvalue().splitlines(), work_line(result, db), cached_line(result, db))
         table = "".join(f"{text}\n" for text in summary_lines(result.summary))
         return receipt.Answer(stderr, table, json_text(jsonable(result.summary)) + "\n"), roots
 
     try:
-        roots = Evaluation(config).input_roots()
+        with contextlib.redirect_stderr(io.StringIO()):  # the command has said what it had to say
+            roots = Evaluation(config).input_roots()
     except (RlhfEvalError, OSError):
         return
     receipt.verify_and_record(db, key, roots, verify)
