@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf_eval import faults
+
 #: Bumped when the receipt's content or its meaning changes: older receipts are then ignored.
 FORMAT = 1
 #: Receipts kept per database (the most recent ones; each is one command's answer).
@@ -62,7 +64,7 @@ MAX_ENTRIES = 50_000
 SETTLED_NS = 50_000_000
 SETTLED_COARSE_NS = 2_000_000_000
 #: Environment variables that make a run behave differently (fault injection in tests).
-REFUSING_ENV = ("RLHF_EVAL_KILL_AT", "RLHF_EVAL_FAULT_TRACE")
+REFUSING_ENV = (faults.KILL_ENV, faults.TRACE_ENV)
 #: The package whose files are stamped as "the code".
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Libraries the database's answer goes through (DuckDB reads the file, PyYAML the suite): their
