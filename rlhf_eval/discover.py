@@ -186,9 +186,9 @@ def adapter_base(adapter_dir: Path, base_override: str | None) -> Path:
     base = read_json(config_path).get("base_model_name_or_path")
     if not base:
         raise UserInputError(f"{config_path}: no base_model_name_or_path; pass the base model with --base")
-    for candidate in (Path(base), adapter_dir / base):
-        if candidate.is_dir():
-            return candidate
+    local = local_base(adapter_dir, base)
+    if local is not None:
+        return local
     try:
         return resolve_model_dir(base, "adapter base model")
     except UserInputError:
@@ -197,16 +197,22 @@ def adapter_base(adapter_dir: Path, base_override: str | None) -> Path:
         ) from None
 
 
+def local_base(adapter_dir: Path, base: str) -> Path | None:
+    """The folder ``base_model_name_or_path`` names, as a path or relative to the adapter; None
+    when it names none (a hub id)."""
+    for candidate in (Path(base), adapter_dir / base):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def local_adapter_base(adapter_dir: Path) -> bool:
-    """Whether an adapter's ``base_model_name_or_path`` names a local folder (not a hub id),
-    as ``adapter_base`` looks for it."""
+    """Whether an adapter's ``base_model_name_or_path`` names a local folder (not a hub id)."""
     try:
         base = read_json(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
     except (UserInputError, OSError):
         return False
-    if not isinstance(base, str) or not base:
-        return False
-    return any(candidate.is_dir() for candidate in (Path(base), adapter_dir / base))
+    return isinstance(base, str) and bool(base) and local_base(adapter_dir, base) is not None
 
 
 def make_checkpoint(

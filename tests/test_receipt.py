@@ -3,6 +3,7 @@ it depends on has changed (``rlhf_eval/receipt.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -309,3 +310,29 @@ def test_no_receipt_for_python_scorers_or_other_engines(
         code, _, err = invoke(args)
         assert code == 0, err
     assert "nothing to compute" in err and not receipt.receipts_path(db).exists()
+
+
+def test_input_roots_name_every_local_input_and_refuse_hub_ids(
+    tmp_path: Path, lora_dir: Path, gpt2_ref: Path, reward_model_dir: Path, prompts_file: Path
+) -> None:
+    from rlhf_eval.pipeline import EvalConfig, Evaluation
+
+    base = tmp_path / "base"  # the adapter's own base folder, not the reference
+    shutil.copytree(gpt2_ref, base)
+    adapter = tmp_path / "adapter"
+    shutil.copytree(lora_dir, adapter)
+    config_file = adapter / "adapter_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "base_model_name_or_path": str(base)}))
+    config = EvalConfig(
+        paths=(str(adapter),),
+        ref=str(gpt2_ref),
+        suite=str(prompts_file),
+        proxy=(str(reward_model_dir),),
+        gold=(f"{reward_model_dir}@label=LABEL_0",),
+        db=str(tmp_path / "x.duckdb"),
+    )
+    expected = sorted({str(p.resolve()) for p in (adapter, base, gpt2_ref, prompts_file, reward_model_dir)})
+    assert Evaluation(config).input_roots() == expected
+
+    assert Evaluation(dataclasses.replace(config, gold=("some-org/some-reward-model",))).input_roots() is None
+    assert Evaluation(dataclasses.replace(config, gold=("json:loads",))).input_roots() is None  # a Python scorer
