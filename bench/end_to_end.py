@@ -804,7 +804,9 @@ def main() -> None:
         say(f"naive stack {naive['seconds']:.1f} s; rlhf-eval eval (command) ...")
         cli_first = run_cli(world, root / "cli.duckdb")
         say(f"first run {cli_first['seconds']:.1f} s; rerun ...")
-        receipts = root / "cli.duckdb.receipts.json"
+        from rlhf_eval.receipt import receipts_path
+
+        receipts = receipts_path(root / "cli.duckdb")
         if not receipts.is_file():
             raise SystemExit(f"{receipts}: the first run left no receipt")
         cli_rerun = run_cli(world, root / "cli.duckdb")

@@ -107,9 +107,8 @@ def command_key(command: str, settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def refused_by_environment(environ: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return any(env.get(name) for name in REFUSING_ENV)
+def refused_by_environment() -> bool:
+    return any(os.environ.get(name) for name in REFUSING_ENV)
 
 
 def file_identity(st: os.stat_result) -> list[int]:
@@ -165,8 +164,8 @@ def database_identity(db: str | Path) -> tuple[int, ...] | None:
     """The database file's identity; None when it is missing or a commit may still be elsewhere
     (a WAL file, staged shards)."""
     path = Path(db).expanduser()
-    wal = path.with_name(path.name + ".wal")
-    staging = path.with_name(path.name + ".staging")
+    wal = path.with_name(path.name + ".wal")  # DuckDB's own name for it
+    staging = path.with_name(path.name + ".staging")  # ``Store.staging`` (store.py imports DuckDB)
     try:
         st = path.stat()
     except OSError:
@@ -202,8 +201,7 @@ def read_receipts(db: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("receipts"), dict):
         return {}
-    receipts: dict[str, Any] = data["receipts"]
-    return receipts
+    return {key: entry for key, entry in data["receipts"].items() if isinstance(entry, dict)}
 
 
 def find(db: str | Path, key: str) -> Answer | None:
@@ -211,7 +209,7 @@ def find(db: str | Path, key: str) -> Answer | None:
     if refused_by_environment():
         return None
     entry = read_receipts(db).get(key)
-    if not isinstance(entry, dict):
+    if entry is None:
         return None
     try:
         recorded = Stamp(tuple(entry["db"]), entry["files"], entry["code"])
