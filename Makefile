@@ -55,6 +55,7 @@ bench: install
 	$(PY) bench/end_to_end.py $(BENCH_FLAGS)
 	$(PY) bench/end_to_end.py --threads 1 $(BENCH_FLAGS)
 	$(PY) bench/scoring_flops.py $(BENCH_FLAGS)
+	$(PY) bench/reward_prefix.py $(BENCH_FLAGS)
 	$(PY) bench/bon_estimator.py $(BENCH_FLAGS)
 	$(PY) bench/store.py $(BENCH_FLAGS)
 	$(PY) bench/memory.py $(BENCH_FLAGS)

@@ -70,6 +70,31 @@ def length_batches(
     return batches
 
 
+def prefix_batches(prefix_lengths: Sequence[int], member_tokens: Sequence[int], token_budget: int) -> list[list[int]]:
+    """Indices of distinct prefixes in batches for one forward each, every continuation of a
+    prefix in its batch (the KL stage's prompts, a reward model's shared prefixes): prefixes
+    sorted by length, a batch closing once its prefixes would pass ``token_budget`` padded
+    tokens or pad too much (``length_batches``), or once the real tokens of its members
+    (``member_tokens``: each prefix's continuations, prefix included) would pass ``token_budget``
+    (a prefix with more is a batch of its own).
+
+    >>> prefix_batches([10, 30, 20], [40, 100, 60], 150)
+    [[1], [2, 0]]
+    """
+    batches: list[list[int]] = []
+    for group in length_batches(prefix_lengths, token_budget):
+        current: list[int] = []
+        real = 0
+        for prefix in group:
+            if current and real + member_tokens[prefix] > token_budget:
+                batches.append(current)
+                current, real = [], 0
+            current.append(prefix)
+            real += member_tokens[prefix]
+        batches.append(current)
+    return batches
+
+
 def distinct(keys: Sequence[K]) -> tuple[list[K], list[int]]:
     """The distinct keys in order of first appearance, and each key's index among them: how the
     samples of a batch find the one forward of their prompt (generation and KL).

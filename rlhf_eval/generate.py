@@ -13,6 +13,7 @@ EOS (kept in the stored token ids) or after ``max_new_tokens``.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,8 +151,24 @@ def prompt_forward(
     start from it): the output, each prompt's last logits (they predict the first response
     token), the attention mask and the position ids (explicit: left padding shifts them; ALiBi
     models such as BLOOM take none)."""
+    output, mask, positions = prefix_forward(model, prompts, pad_id)
+    return output, output.logits[:, -1, :], mask, positions
+
+
+def takes_cache(model: Any) -> bool:
+    """Whether a model's forward takes and returns a KV cache (``use_cache`` and a cache argument)."""
+    accepted = inspect.signature(model.forward).parameters
+    return "use_cache" in accepted and ("cache" in accepted or "past_key_values" in accepted)
+
+
+def prefix_forward(
+    model: Any, prefixes: Sequence[Sequence[int]], pad_id: int
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """One forward of left-padded token prefixes that keeps its KV cache, for continuations to
+    start from (``continuation_forward``): the output, the attention mask and the position ids.
+    A causal LM computes only its last position's logits where it can (``logits_to_keep``)."""
     device = model.device
-    ids, mask = as_tensor([list(p) for p in prompts], pad_id, left=True)
+    ids, mask = as_tensor([list(p) for p in prefixes], pad_id, left=True)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     accepted = inspect.signature(model.forward).parameters
@@ -159,7 +176,41 @@ def prompt_forward(
     if "position_ids" in accepted:
         extra["position_ids"] = positions
     output = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
-    return output, output.logits[:, -1, :], mask, positions
+    return output, mask, positions
+
+
+def cache_rows(cache: Any, index: torch.Tensor) -> Any:
+    """A new cache holding the rows ``index`` of ``cache`` (which is left as it is): the forward
+    that reads it appends to it."""
+    if hasattr(cache, "layers"):  # transformers' Cache: layers reassign their tensors when selecting
+        chunk = copy.copy(cache)
+        chunk.layers = [copy.copy(layer) for layer in cache.layers]
+    else:
+        chunk = copy.deepcopy(cache)
+    chunk.batch_select_indices(index)
+    return chunk
+
+
+def continuation_forward(
+    model: Any,
+    cache: Any,
+    prefix_mask: torch.Tensor,
+    rows: torch.Tensor,
+    continuations: Sequence[Sequence[int]],
+    pad_id: int,
+) -> Any:
+    """One forward of right-padded ``continuations``, each on a copy of its prefix's cache row
+    (``rows`` index the prefixes of ``prefix_forward``): positions continue from each prefix's
+    length, and the attention mask is the prefix's (left-padded) followed by the continuation's."""
+    device = model.device
+    ids, mask = as_tensor([list(c) for c in continuations], pad_id, left=False)
+    ids, mask = ids.to(device), mask.to(device)
+    accepted = inspect.signature(model.forward).parameters
+    extra: dict[str, Any] = {cache_kwarg(model): cache_rows(cache, rows)}
+    if "position_ids" in accepted:
+        start = prefix_mask[rows].sum(-1, keepdim=True)
+        extra["position_ids"] = start + torch.arange(ids.shape[1], device=device).unsqueeze(0)
+    return model(input_ids=ids, attention_mask=torch.cat([prefix_mask[rows], mask], dim=1), use_cache=True, **extra)
 
 
 def prune_now(finished: int, active: int) -> bool:

@@ -27,7 +27,6 @@ rounding (tested against it).
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +35,8 @@ from typing import Any
 import torch
 
 from rlhf_eval.attention import planless_attention
-from rlhf_eval.batching import distinct, length_batches
-from rlhf_eval.generate import cache_kwarg, output_cache, prompt_forward
+from rlhf_eval.batching import distinct, length_batches, prefix_batches
+from rlhf_eval.generate import continuation_forward, output_cache, prompt_forward, takes_cache
 from rlhf_eval.models import as_tensor
 from rlhf_eval.sampling import SamplingParams, processed_logprobs
 from rlhf_eval.stages import KL_LOGIT_BUDGET
@@ -223,12 +222,6 @@ def distinct_prompts(items: Sequence[KLItem]) -> tuple[list[tuple[int, ...]], li
     return distinct([item.prompt_ids for item in items])
 
 
-def takes_cache(model: Any) -> bool:
-    """Whether a model's forward takes and returns a KV cache (``use_cache`` and a cache argument)."""
-    accepted = inspect.signature(model.forward).parameters
-    return "use_cache" in accepted and ("cache" in accepted or "past_key_values" in accepted)
-
-
 #: A prompt forward's result: its KV cache, the last position's logits, the attention mask.
 PromptCache = tuple[Any, torch.Tensor, torch.Tensor]
 
@@ -240,18 +233,6 @@ def _prompt_cache(model: Any, prompts: Sequence[tuple[int, ...]], pad_id: int) -
     return output_cache(output), last_logits, mask
 
 
-def _rows_of(cache: Any, index: torch.Tensor) -> Any:
-    """A new cache holding the rows ``index`` of ``cache`` (which is left as it is): the forward
-    that reads it appends to it."""
-    if hasattr(cache, "layers"):  # transformers' Cache: layers reassign their tensors when selecting
-        chunk = copy.copy(cache)
-        chunk.layers = [copy.copy(layer) for layer in cache.layers]
-    else:
-        chunk = copy.deepcopy(cache)
-    chunk.batch_select_indices(index)
-    return chunk
-
-
 def _chunk_logits(
     model: Any, prompt: PromptCache, rows: torch.Tensor, responses: list[list[int]], pad_id: int
 ) -> torch.Tensor:
@@ -259,20 +240,10 @@ def _chunk_logits(
     first from the prompt's last position, the rest from one forward of the responses (less
     their last token) on the chunk's copy of the prompt cache."""
     cache, last_logits, prompt_mask = prompt
-    device = model.device
     first = last_logits[rows].unsqueeze(1)
-    width = max(len(r) for r in responses)
-    if width == 1:
+    if max(len(r) for r in responses) == 1:
         return first
-    ids, mask = as_tensor([r[:-1] for r in responses], pad_id, left=False)
-    ids, mask = ids.to(device), mask.to(device)
-    accepted = inspect.signature(model.forward).parameters
-    extra: dict[str, Any] = {}
-    if "position_ids" in accepted:
-        start = prompt_mask[rows].sum(-1, keepdim=True)
-        extra["position_ids"] = start + torch.arange(ids.shape[1], device=device).unsqueeze(0)
-    extra[cache_kwarg(model)] = _rows_of(cache, rows)
-    output = model(input_ids=ids, attention_mask=torch.cat([prompt_mask[rows], mask], dim=1), use_cache=True, **extra)
+    output = continuation_forward(model, cache, prompt_mask, rows, [r[:-1] for r in responses], pad_id)
     return torch.cat([first, output.logits], dim=1)
 
 
@@ -361,15 +332,5 @@ def plan_kl_batches(
     for i, prompt in enumerate(prompt_of):
         members[prompt].append(i)
     tokens = [sum(len(items[i].prompt_ids) + len(items[i].response_ids) for i in m) for m in members]
-    batches: list[list[int]] = []
-    for group in length_batches([len(p) for p in prompts], token_budget):  # the distinct prompts' forward
-        current: list[int] = []
-        real = 0
-        for prompt in group:
-            if current and real + tokens[prompt] > token_budget:
-                batches.append(current)
-                current, real = [], 0
-            current.append(prompt)
-            real += tokens[prompt]
-        batches.append(current)
+    batches = prefix_batches([len(p) for p in prompts], tokens, token_budget)
     return [[items[i] for prompt in batch for i in members[prompt]] for batch in batches]

@@ -32,12 +32,10 @@ from typing import Any
 import yaml
 
 from rlhf_eval.attention import planless_attention
-from rlhf_eval.batching import length_batches
 from rlhf_eval.errors import UserInputError
 from rlhf_eval.fingerprint import FileStat, fingerprint_files, model_files
 from rlhf_eval.models import (
     LoadOptions,
-    as_tensor,
     context_length,
     load_sequence_classifier,
     load_tokenizer,
@@ -153,6 +151,7 @@ class RewardModelScorer:
         self.tokenizer: Any = None
         self.label_index = 0
         self.truncated = 0
+        self.shares_prefixes = False
 
     def load(self) -> None:
         if self.model is not None:
@@ -163,6 +162,9 @@ class RewardModelScorer:
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.label_index = resolve_label(self.model_dir, self.model.config, self.label)
+        from rlhf_eval.reward_forward import shares_prefixes
+
+        self.shares_prefixes = shares_prefixes(self.model, int(self.tokenizer.pad_token_id), self.label_index)
 
     def encode(self, prompt: Prompt, response: str) -> list[int]:
         template = getattr(self.tokenizer, "chat_template", None)
@@ -181,19 +183,27 @@ class RewardModelScorer:
         return list(ids)
 
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float | None]:
+        """Scores in the order given. The samples of a prompt share one forward of their common
+        prefix where the model allows it (``reward_forward``); the rest are whole forwards."""
         import torch
+
+        from rlhf_eval.reward_forward import pooled_scores, prefix_groups, shared_prefix_scores
 
         self.load()
         encoded = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
+        pad_id = int(self.tokenizer.pad_token_id)
         results: list[float | None] = [None] * len(encoded)
         with torch.inference_mode(), planless_attention(self.model.device):
-            for rows in length_batches([len(e) for e in encoded], self.token_budget):
-                ids, mask = as_tensor([encoded[i] for i in rows], int(self.tokenizer.pad_token_id), left=False)
-                logits = self.model(
-                    input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)
-                ).logits
-                for row, value in zip(rows, logits[:, self.label_index].float().cpu().tolist(), strict=True):
-                    results[row] = value
+            groups, whole = (
+                prefix_groups(encoded, prompts, pad_id) if self.shares_prefixes else ([], list(range(len(encoded))))
+            )
+            for row, value in shared_prefix_scores(
+                self.model, encoded, groups, pad_id, self.token_budget, self.label_index
+            ).items():
+                results[row] = value
+            values = pooled_scores(self.model, [encoded[i] for i in whole], pad_id, self.token_budget, self.label_index)
+            for row, value in zip(whole, values, strict=True):
+                results[row] = value
         return results
 
 
