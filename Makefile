@@ -48,12 +48,13 @@ test-slow: install browser
 	RLHF_EVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m slow
 
 # Benchmarks print their figures side by side with the targets (docs/performance.md); never part of `make test`.
-# About 35 minutes on 2 CPU cores; `make bench BENCH_FLAGS=--quick` for a smoke run of each. bench/gpu.sh runs
+# About 40 minutes on 2 CPU cores; `make bench BENCH_FLAGS=--quick` for a smoke run of each. bench/gpu.sh runs
 # them at GPU scale on a CUDA machine.
 BENCH_FLAGS ?=
 bench: install
 	$(PY) bench/end_to_end.py $(BENCH_FLAGS)
 	$(PY) bench/end_to_end.py --threads 1 $(BENCH_FLAGS)
+	$(PY) bench/end_to_end.py --hidden 512 --layers 7 --heads 8 $(BENCH_FLAGS)
 	$(PY) bench/scoring_flops.py $(BENCH_FLAGS)
 	$(PY) bench/reward_prefix.py $(BENCH_FLAGS)
 	$(PY) bench/bon_estimator.py $(BENCH_FLAGS)
