@@ -154,6 +154,8 @@ def shared_prefix_scores(
 
 
 def _probe_ids(vocab_size: int, pad_id: int, count: int, seed: int) -> list[int]:
+    """Up to ``count`` seeded random token ids other than the pad id (fewer only for a vocabulary
+    of little but the pad id)."""
     generator = torch.Generator().manual_seed(seed)
     ids = [int(t) for t in torch.randint(0, vocab_size, (count * 2,), generator=generator) if int(t) != pad_id]
     return ids[:count]
