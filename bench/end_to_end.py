@@ -453,6 +453,13 @@ def run_cli(world: World, db: Path) -> dict[str, Any]:
     return {"seconds": seconds, "work": work}
 
 
+def receipt_times(receipts: Path) -> list[int]:
+    """When each receipt in the file was written: a rerun that replays one writes nothing, a rerun
+    that misses answers from the database and records its receipt again."""
+    entries = json.loads(receipts.read_text(encoding="utf-8")).get("receipts", {})
+    return sorted(int(entry.get("written_ns", 0)) for entry in entries.values())
+
+
 def import_floor() -> float:
     """Wall time of a process that only starts Python and imports the modules a cached rerun answered
     from the database needs (the CLI, the pipeline, the suite loader, the detectors' registry;
@@ -809,7 +816,9 @@ def main() -> None:
         receipts = receipts_path(root / "cli.duckdb")
         if not receipts.is_file():
             raise SystemExit(f"{receipts}: the first run left no receipt")
+        recorded = receipt_times(receipts)
         cli_rerun = run_cli(world, root / "cli.duckdb")
+        cli_rerun["replayed"] = receipt_times(receipts) == recorded  # a miss answers and records anew
         receipts.unlink()
         cli_rerun_db = run_cli(world, root / "cli.duckdb")
         floor = import_floor()
@@ -862,6 +871,7 @@ def main() -> None:
             "naive": {k: v for k, v in naive.items() if k not in ("seconds", "inprocess_seconds", "parts")},
             "cli_first": cli_first["work"],
             "cli_rerun": cli_rerun["work"],
+            "cli_rerun_replayed_its_receipt": cli_rerun["replayed"],
             "cli_rerun_from_database": cli_rerun_db["work"],
             "inprocess_first": inproc_first["work"],
             "inprocess_rerun": inproc_rerun["work"],
@@ -933,7 +943,8 @@ def print_report(result: dict[str, Any]) -> None:
     w = result["work"]
     print(f"  naive: {w['naive']}")
     print(f"  command first: {w['cli_first']}")
-    print(f"  command rerun: {w['cli_rerun']}")
+    replayed = "replayed its receipt" if w["cli_rerun_replayed_its_receipt"] else "MISSED its receipt: recorded anew"
+    print(f"  command rerun ({replayed}): {w['cli_rerun']}")
     print(f"  command rerun from the database: {w['cli_rerun_from_database']}")
     print(f"  in-process rerun: {w['inprocess_rerun']}")
     print()
