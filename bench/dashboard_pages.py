@@ -6,7 +6,7 @@ cold (the page's cached reads cleared first) and warm (a rerun with the cache fu
     .venv/bin/python bench/dashboard_pages.py --db big.duckdb      # reuse it (built there when missing)
     .venv/bin/python bench/dashboard_pages.py --json               # the table as JSON on stdout
 
-The database is built with the store's own ingestion (Parquet shards staged in ``<db>.staging/``
+The database is built with the store's own ingestion (Arrow IPC shards staged in ``<db>.staging/``
 and ingested by ``Store.flush`` in one transaction), with every table the views read filled
 consistently: RUNS runs of CHECKPOINTS checkpoints each sharing one reference policy, PROMPTS
 prompts of one suite, SAMPLES samples per prompt, a proxy and a gold score, the four KL estimates
@@ -26,16 +26,17 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from rlhf_eval.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboards" / "app.py"
@@ -63,18 +64,13 @@ def response_pool(rng: np.random.Generator, size: int) -> pa.Array:
     return pa.array(out, pa.string())
 
 
-def stage_table(staging: Path, table: str, data: pa.Table) -> None:
-    """One shard as ``Store.stage`` writes it (temporary name, fsync, rename), from Arrow columns."""
+def stage_table(store: Store, table: str, data: pa.Table) -> None:
+    """One shard as ``Store.stage`` writes it, from Arrow columns in the table's schema."""
+    from rlhf_eval.store import ipc_bytes
     from rlhf_eval.table_schemas import TABLES
 
     schema = TABLES[table][1]
-    data = data.select(schema.names).cast(schema)
-    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{table}.parquet"
-    tmp = staging / (name + ".tmp")
-    pq.write_table(data, tmp)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    tmp.rename(staging / name)
+    store.stage_bytes(table, ipc_bytes(data.select(schema.names).cast(schema)))
 
 
 def build(db: Path, rows: int, runs: int, prompts: int, samples: int, seed: int) -> dict[str, Any]:
@@ -97,7 +93,7 @@ def build(db: Path, rows: int, runs: int, prompts: int, samples: int, seed: int)
         store.staging.mkdir(parents=True, exist_ok=True)
 
         def stage(table: str, columns: dict[str, Any]) -> None:
-            stage_table(store.staging, table, pa.table(columns))
+            stage_table(store, table, pa.table(columns))
 
         texts = [f"question {i}: explain why the {WORDS[i % len(WORDS)]} is blue" for i in range(prompts)]
         stage("suites", {"suite_fp": [SUITE_FP], "name": ["bench"], "version": ["1"], "source": ["synthetic"],

@@ -14,17 +14,17 @@ the evaluator's rows: a ``samples`` row (24-hex id, prompt and response token id
 The same rows go into a fresh database each of these ways:
 
 1. evaluator: Python row dicts through ``Store.stage(..., fresh=True)`` (dedupe,
-   ``pa.Table.from_pylist``, one Parquet shard per chunk, fsync, rename) in the evaluator's
+   ``pa.Table.from_pylist``, one Arrow IPC shard per chunk, fsync, rename) in the evaluator's
    chunk sizes, then ``Store.flush`` (one ``INSERT`` per table of its shards concatenated): the
    write path ``pipeline.py`` uses; its two halves are also shown alone (``stage``, ``flush``);
 2. the same rows staged without ``fresh``: the flush keeps one row per key across the shards
    and checks them against the stored keys (an anti-join; into this empty database it measures
    the within-flush work; what the check costs against a grown table is timed with the views);
 3. store, Arrow shards: the same tables as Arrow, one fresh shard per table, then
-   ``Store.flush``; ``Parquet shard only`` is its first half (what ingest would cost if readers
+   ``Store.flush``; ``staged shard only`` is its first half (what ingest would cost if readers
    read shards);
 4. raw ``INSERT OR IGNORE`` of the Arrow tables into copies that hold the primary keys the
-   per-sample tables had before migration 0004 (what ``flush`` ran before it, without Parquet);
+   per-sample tables had before migration 0004 (what ``flush`` ran before it, without staging);
 5. raw plain ``INSERT`` into those keyed copies (no conflict clause);
 6. raw ``INSERT`` into the tables as they are (no key index to maintain).
 
@@ -34,9 +34,11 @@ shown, and the verdict is on the ``samples`` table through the evaluator's path.
 
 **DuckDB's own ceiling.** What the database engine itself takes of this row, whatever a store
 does around it: ``samples`` rows (``--ceiling-rows``, fresh ids, the ingest batch's shape) in one
-plain ``INSERT`` from Arrow into a table without keys, in one transaction, nothing staged; then
-the same rows without their response text and token-id lists. Printed as rows/s, MB/s of Arrow
-data and bytes per row, beside what 1M rows/s of this row would need in MB/s.
+plain ``INSERT`` from Arrow into a table without keys of a database file, in one transaction,
+nothing staged: on every thread DuckDB uses and on one (the ceiling follows the cores), into an
+in-memory database (the engine without compressing and writing its file), and without the
+row's response text and token-id lists. Printed as rows/s, MB/s of Arrow data and bytes per row,
+beside what 1M rows/s of this row would need in MB/s.
 
 **Views.** A database (``--rows`` sample rows: runs x checkpoints x 1000 prompts x 8 samples,
 every run's reference checkpoint sharing one model) is built through the store: ``Store.writer()``
@@ -71,7 +73,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -88,10 +89,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from rlhf_eval.detectors import REGISTRY
-from rlhf_eval.store import KEYS, SCHEMA_VERSION, Store, shard_name
+from rlhf_eval.store import KEYS, SCHEMA_VERSION, Store, ipc_bytes
 from rlhf_eval.table_schemas import TABLES
 
 TARGET_ROWS_PER_SECOND = 1_000_000
@@ -277,13 +277,7 @@ def metadata_tables(suite: Suite, checkpoints: list[tuple[str, str, int, str, st
 def stage_arrow(store: Store, table: str, data: pa.Table, fresh: bool = True) -> None:
     """One shard as ``Store.stage`` writes it (temporary name, fsync, rename), from Arrow columns;
     fresh (new keys, as the evaluator stages its rows) unless said."""
-    store.staging.mkdir(parents=True, exist_ok=True)
-    name = shard_name(table, fresh=fresh)
-    tmp = store.staging / (name + ".tmp")
-    pq.write_table(data, tmp)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    tmp.rename(store.staging / name)
+    store.stage_bytes(table, ipc_bytes(data), fresh=fresh)
 
 
 # -- ingest --------------------------------------------------------------------------------------
@@ -325,7 +319,7 @@ def ingest_paths(root: Path, tables: dict[str, pa.Table]) -> dict[str, dict[str,
             del out[f"{label}: stage"]
 
     store = fresh_store(root, "arrow_store")
-    out["store, Arrow shards"], out["Parquet shard only"] = {}, {}
+    out["store, Arrow shards"], out["staged shard only"] = {}, {}
     with store.writer():
         for name, data in tables.items():
             started = time.perf_counter()
@@ -333,7 +327,7 @@ def ingest_paths(root: Path, tables: dict[str, pa.Table]) -> dict[str, dict[str,
             staged = time.perf_counter()
             store.flush()
             out["store, Arrow shards"][name] = time.perf_counter() - started
-            out["Parquet shard only"][name] = staged - started
+            out["staged shard only"][name] = staged - started
 
     for label, statement, keyed in (
         ("raw INSERT OR IGNORE, keyed", "INSERT OR IGNORE INTO {table}_keyed BY NAME SELECT * FROM staged", True),
@@ -362,7 +356,10 @@ def ingest_paths(root: Path, tables: dict[str, pa.Table]) -> dict[str, dict[str,
 
 def engine_ceiling(root: Path, rng: np.random.Generator, suite: Suite, rows: int) -> dict[str, Any]:
     """DuckDB's plain ``INSERT`` of ``rows`` fresh ``samples`` rows from Arrow (no keys, no
-    staging, one transaction): the whole row, then without its text and token-id lists."""
+    staging, one transaction) into a database file: the whole row on every thread DuckDB uses
+    and on one (how the ceiling scales with cores), the whole row into an in-memory database
+    (the engine without its storage: compression and writing the file), then without the row's
+    text and token-id lists."""
     parts, made = [], 0
     while made < rows:
         part = model_tables(rng, suite, "ce1l1n9ce1l1n90", 1.0)["samples"]
@@ -371,11 +368,19 @@ def engine_ceiling(root: Path, rng: np.random.Generator, suite: Suite, rows: int
     data = pa.concat_tables(parts).combine_chunks()
     narrow = data.drop_columns(["prompt_token_ids", "token_ids", "response"])
     out: dict[str, Any] = {"rows": data.num_rows}
-    con = duckdb.connect(str(root / "ceiling.duckdb"))
-    try:
-        for label, table in (("whole row", data), ("without text and token lists", narrow)):
+    cases: list[tuple[str, pa.Table, str, int | None]] = [
+        ("whole row", data, str(root / "ceiling.duckdb"), None),
+        ("whole row, 1 thread", data, str(root / "ceiling-1.duckdb"), 1),
+        ("whole row, in memory", data, ":memory:", None),
+        ("without text and token lists", narrow, str(root / "ceiling-narrow.duckdb"), None),
+    ]
+    for label, table, target, threads in cases:
+        con = duckdb.connect(target)
+        try:
+            if threads is not None:
+                con.execute(f"SET threads = {threads}")
+            out.setdefault("threads", con.execute("SELECT current_setting('threads')").fetchall()[0][0])
             con.register("arrow_rows", table)
-            con.execute("DROP TABLE IF EXISTS ceiling")
             con.execute("CREATE TABLE ceiling AS SELECT * FROM arrow_rows LIMIT 0")
             started = time.perf_counter()
             con.execute("BEGIN TRANSACTION")
@@ -383,14 +388,14 @@ def engine_ceiling(root: Path, rng: np.random.Generator, suite: Suite, rows: int
             con.execute("COMMIT")
             seconds = time.perf_counter() - started
             con.unregister("arrow_rows")
-            out[label] = {
-                "seconds": seconds,
-                "rows_per_s": table.num_rows / seconds,
-                "bytes_per_row": table.nbytes / table.num_rows,
-                "mb_per_s": table.nbytes / seconds / 1e6,
-            }
-    finally:
-        con.close()
+        finally:
+            con.close()
+        out[label] = {
+            "seconds": seconds,
+            "rows_per_s": table.num_rows / seconds,
+            "bytes_per_row": table.nbytes / table.num_rows,
+            "mb_per_s": table.nbytes / seconds / 1e6,
+        }
     return out
 
 
@@ -791,6 +796,9 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         if ceiling:
             whole = ceiling["whole row"]
             out["ingest_sample_rows_per_s"]["duckdb_insert_ceiling"] = whole["rows_per_s"]
+            for label, key in (("whole row, 1 thread", "one_thread"), ("whole row, in memory", "in_memory")):
+                if label in ceiling:
+                    out["ingest_sample_rows_per_s"][f"duckdb_insert_ceiling_{key}"] = ceiling[label]["rows_per_s"]
             out["ingest_sample_rows_per_s"]["mb_per_s_needed"] = TARGET_ROWS_PER_SECOND * whole["bytes_per_row"] / 1e6
     largest = result["views"][-1]
     rows = largest["database"]["sample_rows"]
@@ -830,7 +838,10 @@ def print_report(result: dict[str, Any]) -> None:
         ceiling = ingest.get("ceiling")
         if ceiling:
             print(f"DuckDB's own INSERT of {ceiling['rows']:,} samples rows from Arrow (no keys, no staging):")
-            for label in ("whole row", "without text and token lists"):
+            print(f"  (a database file unless said; DuckDB's threads: {ceiling.get('threads', '?')})")
+            for label in ("whole row", "whole row, 1 thread", "whole row, in memory", "without text and token lists"):
+                if label not in ceiling:
+                    continue
                 c = ceiling[label]
                 print(
                     f"  {label:<30} {c['rows_per_s']:>11,.0f} rows/s  {c['mb_per_s']:>6,.0f} MB/s  "
@@ -910,6 +921,11 @@ def print_report(result: dict[str, Any]) -> None:
             print(
                 f"        DuckDB's own INSERT of this row reaches {ingest_target['duckdb_insert_ceiling']:,.0f} "
                 f"rows/s; {TARGET_ROWS_PER_SECOND:,} rows/s of it is {ingest_target['mb_per_s_needed']:,.0f} MB/s"
+            )
+        if "duckdb_insert_ceiling_one_thread" in ingest_target:
+            print(
+                f"        on one of DuckDB's threads {ingest_target['duckdb_insert_ceiling_one_thread']:,.0f} rows/s; "
+                f"into memory (no file) {ingest_target['duckdb_insert_ceiling_in_memory']:,.0f} rows/s"
             )
     view_target = found["checkpoint_summary_10M_s"]
     note = "" if view_target["applies"] else " (below 10M rows: run with --large for the target's size)"

@@ -10,14 +10,14 @@ each work shard flows through five stages:
     KL        (actors, a policy + the reference) stages.plan_kl, kl_rows, zero_kl_rows
     rewards   (actors, every scorer)             stages.score_rows
     detectors (tasks)                            stages.feature_rows
-    encode    (tasks)                            store.parquet_bytes: one Parquet shard per table
+    encode    (tasks)                            store.shard_bytes: one Arrow IPC shard per table
 
 Model stages are actor pools: one GPU per actor and up to as many actors as the cluster has
 GPUs; on a cluster without GPUs, one actor per stage. An actor keeps the model of its last work
 shard, so consecutive parts of one checkpoint load it once. The stages call the same functions
 on the same batches as the local runner (``stages.py``), so both engines store the same rows.
 
-Exactly once, resumable per shard. The encode stage returns a work shard's rows as Parquet
+Exactly once, resumable per shard. The encode stage returns a work shard's rows as Arrow IPC
 bytes through Ray's object store (no shared file system is needed); the driver writes them into
 the store's staging folder only when it receives them, and ``Store.flush`` ingests them in bulk
 with the ledger's guarantees (``store.py``). A task Ray retries sends its output once; a run
@@ -283,9 +283,9 @@ OUTPUTS = {
 
 
 def encode_stage(batch: dict[str, Any]) -> dict[str, list[Any]]:
-    """A work shard's new rows as Parquet shards, one output row per shard (a single row with no
+    """A work shard's new rows as staged shards (Arrow IPC), one output row per shard (a single row with no
     table when it has none), each carrying the work shard's key, its shard count and its counts."""
-    from rlhf_eval.store import parquet_bytes
+    from rlhf_eval.store import shard_bytes
 
     out: dict[str, list[Any]] = {name: [] for name in ("key", "unit", "table", "fresh", "data", "n_shards", "meta")}
     for text in batch[SHARD]:
@@ -294,7 +294,7 @@ def encode_stage(batch: dict[str, Any]) -> dict[str, list[Any]]:
         meta = {**shard["meta"], **{f"n_{kind}": len(new.get(kind, [])) for kind in OUTPUTS}}
         meta["null_scores"] = sum(row["value"] is None for row in new.get("scores", []))
         encoded = [
-            (table, fresh, parquet_bytes(table, new[kind])) for kind, (table, fresh) in OUTPUTS.items() if new.get(kind)
+            (table, fresh, shard_bytes(table, new[kind])) for kind, (table, fresh) in OUTPUTS.items() if new.get(kind)
         ]
         for table, fresh, data in encoded or [("", True, b"")]:
             out["key"].append(shard["key"])
@@ -476,7 +476,7 @@ class RayEvaluation(Evaluation):
             ) from None
 
     def receive(self, units: Sequence[ModelUnit], dataset: Any, total: int, remaining: dict[int, int]) -> None:
-        """Land each work shard's Parquet shards as they arrive; a model whose parts are all in
+        """Land each work shard's staged shards as they arrive; a model whose parts are all in
         gets its checkpoint rows and aggregates (``finish_unit``)."""
         received: dict[str, int] = {}
         truncated: dict[int, set[str]] = {}
@@ -484,7 +484,7 @@ class RayEvaluation(Evaluation):
         done = iter(progress(range(total), total, "work shards", self.config.progress))
         for row in dataset.iter_rows():
             if row["table"]:
-                self.store.stage_parquet(row["table"], bytes(row["data"]), fresh=bool(row["fresh"]))
+                self.store.stage_bytes(row["table"], bytes(row["data"]), fresh=bool(row["fresh"]))
             received[row["key"]] = received.get(row["key"], 0) + 1
             if received[row["key"]] < row["n_shards"]:
                 continue

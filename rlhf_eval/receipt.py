@@ -65,6 +65,8 @@ SETTLED_NS = 50_000_000
 SETTLED_COARSE_NS = 2_000_000_000
 #: Environment variables that make a run behave differently (fault injection in tests).
 REFUSING_ENV = (faults.KILL_ENV, faults.TRACE_ENV)
+#: The file suffixes of staged shards, as ``store.SHARD_SUFFIXES`` (store.py imports DuckDB).
+SHARD_SUFFIXES = (".arrow", ".parquet")
 #: The package whose files are stamped as "the code".
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Libraries the database's answer goes through (DuckDB reads the file, PyYAML the suite): their
@@ -170,7 +172,7 @@ def database_identity(db: str | Path) -> tuple[int, ...] | None:
         st = path.stat()
     except OSError:
         return None
-    if wal.exists() or (staging.is_dir() and any(staging.glob("*.parquet"))):
+    if wal.exists() or (staging.is_dir() and any(p.suffix in SHARD_SUFFIXES for p in staging.iterdir())):
         return None
     return tuple(file_identity(st))
 

@@ -4,7 +4,7 @@ Each function takes one batch (a planned generation batch, a KL batch, a scoring
 feature chunk) and returns the rows it computes; the plans (``plan_*``) cut a part of a model's
 work list into those batches deterministically. The local runner (``pipeline.py``) stages the
 rows of each batch as it comes; the Ray engine (``ray_engine.py``) runs the same functions in
-``map_batches`` actors and writes a part's rows as Parquet shards. Because both engines cut a
+``map_batches`` actors and writes a part's rows as staged shards. Because both engines cut a
 part into the same batches and call the same functions, they compute the same rows (the
 sampler draws per sample from its own seed, ``sampling.py``, and the batches have the same
 composition, so even float rounding matches on the same hardware and thread count).

@@ -4,8 +4,11 @@ DuckDB lets no other process open a database file while one process holds a read
 connection. So that the dashboard, gate and report keep working while an evaluation writes,
 the evaluator never holds one for long:
 
-1. each finished batch of rows is written as a Parquet shard into ``<db>.staging/`` (written
-   to a temporary name, fsynced, then renamed: a shard is either whole or absent);
+1. each finished batch of rows is written as a shard, an Arrow IPC file, into ``<db>.staging/``
+   (written to a temporary name, fsynced, then renamed: a shard is either whole or absent). IPC
+   rather than Parquet: a shard lives for seconds, and Parquet's encoding and decoding of the
+   token-id lists were most of the evaluator's ingest time (docs/performance.md, "Store").
+   Shards a run killed under an earlier version left as Parquet are still ingested;
 2. ``flush()`` opens the database read-write, ingests every pending shard in one transaction
    (one ``INSERT`` per table: that table's shards concatenated), closes it and only then
    deletes the shards. Readers open read-only between flushes (``query.py`` retries the brief
@@ -82,8 +85,11 @@ REPLACE = "REPLACE"  # descriptive: the latest write wins
 UNINDEXED = frozenset({"samples", "kl", "scores", "features", "bon_values"})
 #: The names of the shards whose rows are committed (the ledger).
 LEDGER = "ingested_shards"
-#: Marks the shards of rows staged with ``fresh=True``: ``<time>-<random>-new-<table>.parquet``.
+#: Marks the shards of rows staged with ``fresh=True``: ``<time>-<random>-new-<table>.arrow``.
 FRESH_MARK = "new"
+#: A shard's file suffix: Arrow IPC; ``.parquet`` shards (written before IPC) are still read.
+SHARD_SUFFIX = ".arrow"
+SHARD_SUFFIXES = (SHARD_SUFFIX, ".parquet")
 
 
 @dataclass(frozen=True)
@@ -253,7 +259,7 @@ class Store:
 
     # -- staged writes ----------------------------------------------------------------------
     def stage(self, table: str, rows: Sequence[dict[str, Any]], *, fresh: bool = False) -> None:
-        """Write rows as one Parquet shard (atomically) for the next flush.
+        """Write rows as one shard (atomically) for the next flush.
 
         ``fresh=True`` promises that no key of ``rows`` is stored and that this writer stages
         each of them once (module docstring): the flush then inserts them without reading the
@@ -262,8 +268,8 @@ class Store:
             return
         self._write_shard(table, encode_rows(table, rows), fresh=fresh)
 
-    def stage_parquet(self, table: str, payload: bytes, *, fresh: bool = False) -> None:
-        """Stage a shard encoded elsewhere (``parquet_bytes``, e.g. by a Ray worker): written as
+    def stage_bytes(self, table: str, payload: bytes, *, fresh: bool = False) -> None:
+        """Stage a shard encoded elsewhere (``shard_bytes``, e.g. by a Ray worker): written as
         ``stage`` writes its own, with the same promise for ``fresh``."""
         self._write_shard(table, payload, fresh=fresh)
 
@@ -283,13 +289,9 @@ class Store:
         name = shard_name(table, fresh=fresh)
         tmp = self.staging / (name + ".tmp")
         try:
-            if isinstance(data, bytes):
-                tmp.write_bytes(data)
-            else:
-                import pyarrow.parquet as pq
-
-                pq.write_table(data, tmp)
-            with tmp.open("rb") as handle:
+            with tmp.open("wb") as handle:
+                handle.write(data if isinstance(data, bytes) else ipc_bytes(data))
+                handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:  # a full disk, a read-only or vanished folder
             tmp.unlink(missing_ok=True)
@@ -304,14 +306,14 @@ class Store:
     def has_pending_shards(self) -> bool:
         """Whether finished shards wait for a flush; touches nothing, so it is safe without the
         writer lock (``pending_shards`` removes unfinished ones, which only the writer may)."""
-        return self.staging.is_dir() and any(self.staging.glob("*.parquet"))
+        return self.staging.is_dir() and any(is_shard(path) for path in self.staging.iterdir())
 
     def pending_shards(self) -> list[Path]:
         if not self.staging.is_dir():
             return []
         for leftover in self.staging.glob("*.tmp"):
             leftover.unlink(missing_ok=True)  # a shard that was never completed: its batch reruns
-        return sorted(self.staging.glob("*.parquet"))
+        return sorted(path for path in self.staging.iterdir() if is_shard(path))
 
     def flush(self, *, wait: bool = True) -> int:
         """Ingest all pending shards in one transaction; returns the number of shards.
@@ -340,10 +342,8 @@ class Store:
             touched: set[tuple[str, str]] = set()
             for table, group in by_table(record_shards(con, shards)).items():
                 if table == REFRESH_SHARD:
-                    import pyarrow.parquet as pq
-
                     for shard in group:
-                        request = pq.read_table(shard)
+                        request = read_shard(shard)
                         touched.update(zip(request["run"].to_pylist(), request["checkpoint"].to_pylist(), strict=True))
                     continue
                 ingest(con, table, group)
@@ -396,20 +396,30 @@ def encode_rows(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(unique_rows(table, mode, rows), schema=schema)
 
 
-def parquet_bytes(table: str, rows: Sequence[dict[str, Any]]) -> bytes:
-    """A shard of ``table`` encoded in memory, for ``Store.stage_parquet``."""
+def shard_bytes(table: str, rows: Sequence[dict[str, Any]]) -> bytes:
+    """A shard of ``table`` encoded in memory, for ``Store.stage_bytes``."""
+    return ipc_bytes(encode_rows(table, rows))
+
+
+def ipc_bytes(data: pa.Table) -> bytes:
+    """``data`` as an Arrow IPC file (uncompressed: written and read back within seconds)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(encode_rows(table, rows), sink)
+    with pa.ipc.new_file(sink, data.schema) as writer:
+        writer.write_table(data)
     return bytes(sink.getvalue().to_pybytes())
+
+
+def is_shard(path: Path) -> bool:
+    """A finished shard (not a ``.tmp`` one being written)."""
+    return path.suffix in SHARD_SUFFIXES
 
 
 def shard_name(table: str, *, fresh: bool = False) -> str:
     """A new shard's file name: staging order (the time), uniqueness, freshness, the table."""
     mark = f"{FRESH_MARK}-" if fresh else ""
-    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{mark}{table}.parquet"
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{mark}{table}{SHARD_SUFFIX}"
 
 
 def shard_table(shard: Path) -> tuple[str, bool]:
@@ -478,14 +488,21 @@ def ingest(con: duckdb.DuckDBPyConnection, table: str, shards: Sequence[Path]) -
     con.unregister("incoming")  # not on failure, as above
 
 
-def read_shard(shard: Path, schema: pa.Schema) -> pa.Table:
-    """A shard's rows with the table's schema (``ParquetFile.read``: a third faster than
-    ``pq.read_table`` on the evaluator's small shards)."""
-    import pyarrow.parquet as pq
+def read_shard(shard: Path, schema: pa.Schema | None = None) -> pa.Table:
+    """A shard's rows, with the table's schema when given: an Arrow IPC file, or a Parquet one
+    left by a run under an earlier version (``ParquetFile.read``: a third faster than
+    ``pq.read_table`` on small files)."""
+    import pyarrow as pa
 
-    with pq.ParquetFile(shard) as handle:
-        data = handle.read()
-    return data if data.schema.equals(schema) else data.cast(schema)
+    if shard.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(shard) as handle:
+            data = handle.read()
+    else:
+        with pa.OSFile(str(shard)) as source:
+            data = pa.ipc.open_file(source).read_all()
+    return data if schema is None or data.schema.equals(schema) else data.cast(schema)
 
 
 def one_per_key(data: pa.Table, keys: Sequence[str], mode: str) -> pa.Table:

@@ -11,7 +11,7 @@ re-analysed and its ``overoptimization`` row read: when ``early_warning`` or ``o
 turns true, an alert names the best checkpoint so far.
 
 Stopping: SIGINT (Ctrl-C) and SIGTERM stop the watcher between or during evaluations. The store
-is crash-safe (finished batches are Parquet shards ingested idempotently, see ``store.py``), so
+is crash-safe (finished batches are staged shards ingested idempotently, see ``store.py``), so
 an interrupted evaluation loses no finished batch and writes no duplicate; the watcher ingests
 what is staged before it exits (code 130 for SIGINT, 143 for SIGTERM), and a rerun resumes.
 

@@ -522,7 +522,7 @@ def test_a_complete_rerun_loads_nothing_and_leaves_the_file_alone(
         raise AssertionError("a cached rerun loaded a tokenizer or a model")
 
     before = fingerprint()
-    unfinished = db.with_name(db.name + ".staging") / "0-another-writer-samples.parquet.tmp"
+    unfinished = db.with_name(db.name + ".staging") / "0-another-writer-samples.arrow.tmp"
     unfinished.parent.mkdir(exist_ok=True)
     unfinished.write_bytes(b"a shard another process is writing")
     with monkeypatch.context() as patch:

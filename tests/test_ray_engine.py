@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from rlhf_eval import pipeline
 from rlhf_eval.cli import app
+from rlhf_eval.store import Store
 
 PROMPTS = [
     "the cat sat on", "explain why the sky is blue", "list three good ideas", "a dog runs fast",
@@ -120,7 +121,7 @@ def test_the_ray_pipeline_stores_the_rows_of_the_local_runner(
     assert n_models >= 4 and len(local_rows["samples"]) == n_models * len(PROMPTS) * 2
     assert len(local_rows["scores"]) == len(local_rows["samples"]) * 4  # proxy, two golds, their ensemble
     assert_same_rows(rows, local_rows)
-    assert not list((db.parent / (db.name + ".staging")).glob("*.parquet"))  # every shard ingested
+    assert not Store(db).pending_shards()  # every shard ingested
 
     code, err = run_cli("eval", str(trainer_run_dir), str(lora_dir), *args, "--engine", "ray")
     assert code == 0 and "nothing to compute" in err, err  # a rerun answers from the database
@@ -141,7 +142,7 @@ def test_a_killed_ray_evaluation_resumes_per_work_shard(
     env = {**os.environ, "RLHF_EVAL_KILL_AT": "ray.shard"}
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == -9, first.stderr[-2000:]
-    assert list((tmp_path / "killed.duckdb.staging").glob("*-new-samples.parquet"))  # the landed shard is kept
+    assert list((tmp_path / "killed.duckdb.staging").glob("*-new-samples.arrow"))  # the landed shard is kept
 
     env.pop("RLHF_EVAL_KILL_AT")
     second = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=600)

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from rlhf_eval import receipt
+from rlhf_eval import receipt, store
 from rlhf_eval.cli import app
 
 ANSWER = receipt.Answer(("line one", "line two"), "table\n", "[]\n")
@@ -80,10 +80,13 @@ def test_database_identity_needs_every_commit_in_the_file(tmp_path: Path) -> Non
     wal.unlink()
     staging = tmp_path / "x.duckdb.staging"
     staging.mkdir()
-    (staging / "shard.parquet.tmp").write_bytes(b"")  # half-written by another writer: not a commit
+    (staging / "shard.arrow.tmp").write_bytes(b"")  # half-written by another writer: not a commit
     assert receipt.database_identity(db) == identity
-    (staging / "0-samples.parquet").write_bytes(b"")
-    assert receipt.database_identity(db) is None
+    for suffix in store.SHARD_SUFFIXES:  # a finished shard, or one an earlier version left as Parquet
+        (staging / f"0-samples{suffix}").write_bytes(b"")
+        assert receipt.database_identity(db) is None
+        (staging / f"0-samples{suffix}").unlink()
+    assert receipt.SHARD_SUFFIXES == store.SHARD_SUFFIXES
 
 
 def stamp_with_times(mtime_ns: int, ctime_ns: int) -> receipt.Stamp:

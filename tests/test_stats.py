@@ -161,11 +161,11 @@ def test_a_version_2_database_gets_its_aggregates_on_upgrade(tmp_path: Path) -> 
     samples = seed_rows(old, "m0")
     # ingest the shards as a version-2 writer would (no aggregates), then read through the old view
     con = duckdb.connect(str(db))
-    import pyarrow.parquet as pq
+    from rlhf_eval.store import read_shard
 
-    for shard in sorted(old.staging.glob("*.parquet")):
+    for shard in old.pending_shards():
         table = shard.stem.rsplit("-", 1)[-1]
-        con.register("shard", pq.read_table(shard))
+        con.register("shard", read_shard(shard))
         con.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM shard")
         con.unregister("shard")
         shard.unlink()
@@ -217,7 +217,7 @@ def test_a_request_staged_before_a_kill_is_applied_by_the_next_writer(tmp_path: 
     with Store(db).writer():
         pass
     (row,) = checkpoint_summary(db)
-    assert row["n_samples"] == 6 and not list(killed.staging.glob("*.parquet"))
+    assert row["n_samples"] == 6 and not killed.pending_shards()
 
 
 def test_refresh_all_aggregates_in_bounded_statements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,22 @@ def score_rows(n: int, value: float = 1.0) -> list[dict]:
     return [{"sample_id": f"s{i}", "scorer_id": "rm", "value": value + i} for i in range(n)]
 
 
+SAMPLE_ROW = {
+    "sample_id": "s0",
+    "model_fp": "m",
+    "prompt_id": "p",
+    "gen_key": "g",
+    "sample_idx": 0,
+    "prompt_token_ids": [5, 6, 7],
+    "token_ids": [8, 9, 2],
+    "response": "a response",
+    "n_tokens": 3,
+    "ended_eos": True,
+    "prompt_truncated": False,
+    "eval_id": "e",
+}
+
+
 def feature_rows(n: int, value: float = 1.0) -> list[dict]:
     return [{"sample_id": f"s{i}", "feature": "hedge", "version": 1, "value": value + i} for i in range(n)]
 
@@ -93,12 +109,54 @@ def test_shards_left_by_a_killed_writer_are_ingested_by_the_next(tmp_path: Path)
     first = Store(tmp_path / "db.duckdb")
     first.migrate()
     first.stage("scores", score_rows(2))
-    (first.staging / "00000000000000000001-dead-scores.parquet.tmp").write_bytes(b"half a shard")
+    (first.staging / "00000000000000000001-dead-scores.arrow.tmp").write_bytes(b"half a shard")
     second = Store(tmp_path / "db.duckdb")
     with second.writer():
         pass  # opening as writer migrates and flushes what was left
     assert second.query("SELECT count(*) FROM scores") == [(2,)]
     assert not list(second.staging.glob("*"))
+
+
+def test_a_staged_shard_is_an_arrow_ipc_file_of_the_table_schema(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    store = Store(tmp_path / "db.duckdb")
+    store.stage("samples", [SAMPLE_ROW], fresh=True)
+    (shard,) = store.pending_shards()
+    assert shard.suffix == ".arrow" and shard.name.endswith("-new-samples.arrow")
+    with pa.OSFile(str(shard)) as source:
+        data = pa.ipc.open_file(source).read_all()
+    assert data.schema.equals(TABLES["samples"][1])
+    assert data.to_pylist() == [SAMPLE_ROW]
+
+
+def test_parquet_shards_left_by_an_earlier_version_land_in_staging_order(tmp_path: Path) -> None:
+    """A run killed under a version that staged Parquet leaves ``.parquet`` shards: the next
+    writer ingests them with its own, keeping each table's rule by the shards' time order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def left_parquet(store: Store, name: str, value: float) -> None:
+        store.staging.mkdir(parents=True, exist_ok=True)
+        row = {"run": "r", "step": 1, "metric": "loss", "value": value}
+        pq.write_table(pa.Table.from_pylist([row], schema=TABLES["training_logs"][1]), store.staging / name)
+
+    older = Store(tmp_path / "older.duckdb")  # an old Parquet shard, then a new one: the new one wins
+    left_parquet(older, "00000000000000000001-dead0001-training_logs.parquet", 2.0)
+    older.stage("training_logs", [{"run": "r", "step": 1, "metric": "loss", "value": 1.5}])
+    older.stage("scores", score_rows(2))
+    with older.writer():
+        pass
+    assert older.query("SELECT value FROM training_logs") == [(1.5,)]
+    assert older.query("SELECT count(*) FROM scores") == [(2,)]
+    assert not list(older.staging.iterdir())
+
+    newer = Store(tmp_path / "newer.duckdb")  # the Parquet shard is the later one: it wins
+    newer.stage("training_logs", [{"run": "r", "step": 1, "metric": "loss", "value": 1.5}])
+    left_parquet(newer, "99999999999999999999-dead0002-training_logs.parquet", 2.0)
+    with newer.writer():
+        pass
+    assert newer.query("SELECT value FROM training_logs") == [(2.0,)]
 
 
 def test_a_second_writer_fails_with_a_clear_message(tmp_path: Path) -> None:
@@ -296,10 +354,8 @@ def test_a_version_3_database_upgrades_in_place_keeping_its_rows(tmp_path: Path)
     """Migration 0004 copies the per-sample tables and bon_values without their primary keys:
     every row stays as it was, the views read them unchanged, and a shard left by a version-3
     writer is ingested after the upgrade as the table keeps its rows."""
-    import pyarrow.parquet as pq
-
     from rlhf_eval import stats
-    from rlhf_eval.store import migrations
+    from rlhf_eval.store import migrations, read_shard
 
     path = tmp_path / "v3.duckdb"
     con = duckdb.connect(str(path))
@@ -312,7 +368,7 @@ def test_a_version_3_database_upgrades_in_place_keeping_its_rows(tmp_path: Path)
         old.stage(table, rows)
     for shard in old.pending_shards():
         table = shard.stem.rsplit("-", 1)[-1]
-        con.register("shard", pq.read_table(shard))
+        con.register("shard", read_shard(shard))
         con.execute(f"INSERT OR {TABLES[table][0]} INTO {table} BY NAME SELECT * FROM shard")
         con.unregister("shard")
         shard.unlink()

@@ -25,6 +25,7 @@ from rlhf_eval.cli import app
 from rlhf_eval.discover import discover
 from rlhf_eval.errors import UserInputError
 from rlhf_eval.pipeline import EvalConfig
+from rlhf_eval.store import Store
 from rlhf_eval.watch import WatchConfig, new_alerts, run_name
 
 SCORING_FLAG = "RLHF_EVAL_TEST_SCORING_FLAG"
@@ -298,7 +299,7 @@ def test_sigint_during_an_evaluation_then_a_rerun_completes_and_alerts_with_the_
     (n_samples, distinct), *_ = rows(db, "SELECT count(*), count(DISTINCT sample_id) FROM samples")
     assert 0 < n_samples == distinct
     assert rows(db, "SELECT count(*) = count(DISTINCT (sample_id, scorer_id)) FROM scores") == [(True,)]
-    assert not list(Path(f"{db}.staging").glob("*.parquet"))
+    assert not Store(db).pending_shards()
 
     # the rerun resumes; gold falls, so the alert fires and the watcher exits with the chosen code
     rerun = Watcher([*args, "--alert-exit-code", "3"])
