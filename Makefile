@@ -48,7 +48,7 @@ test-slow: install browser
 	RLHF_EVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m slow
 
 # Benchmarks print their figures side by side with the targets (docs/performance.md); never part of `make test`.
-# About 20 to 40 minutes on 2 CPU cores (the machine's load moves it); `make bench BENCH_FLAGS=--quick` for a
+# About 15 to 40 minutes on 2 CPU cores (the machine's load moves it); `make bench BENCH_FLAGS=--quick` for a
 # smoke run of each. bench/gpu.sh runs them at GPU scale on a CUDA machine.
 BENCH_FLAGS ?=
 bench: install
