@@ -172,7 +172,7 @@ def database_identity(db: str | Path) -> tuple[int, ...] | None:
         st = path.stat()
     except OSError:
         return None
-    if wal.exists() or (staging.is_dir() and any(p.suffix in SHARD_SUFFIXES for p in staging.iterdir())):
+    if wal.exists() or any(any(staging.glob(f"*{suffix}")) for suffix in SHARD_SUFFIXES):
         return None
     return tuple(file_identity(st))
 

@@ -306,14 +306,20 @@ class Store:
     def has_pending_shards(self) -> bool:
         """Whether finished shards wait for a flush; touches nothing, so it is safe without the
         writer lock (``pending_shards`` removes unfinished ones, which only the writer may)."""
-        return self.staging.is_dir() and any(is_shard(path) for path in self.staging.iterdir())
+        return any(self.shards())
 
     def pending_shards(self) -> list[Path]:
         if not self.staging.is_dir():
             return []
         for leftover in self.staging.glob("*.tmp"):
             leftover.unlink(missing_ok=True)  # a shard that was never completed: its batch reruns
-        return sorted(path for path in self.staging.iterdir() if is_shard(path))
+        return sorted(self.shards())
+
+    def shards(self) -> Iterator[Path]:
+        """The finished shards in the staging folder, of either suffix (``Path.glob``: nothing
+        for a missing or unreadable folder, as for a reader without the writer's rights)."""
+        for suffix in SHARD_SUFFIXES:
+            yield from self.staging.glob(f"*{suffix}")
 
     def flush(self, *, wait: bool = True) -> int:
         """Ingest all pending shards in one transaction; returns the number of shards.
@@ -409,11 +415,6 @@ def ipc_bytes(data: pa.Table) -> bytes:
     with pa.ipc.new_file(sink, data.schema) as writer:
         writer.write_table(data)
     return bytes(sink.getvalue().to_pybytes())
-
-
-def is_shard(path: Path) -> bool:
-    """A finished shard (not a ``.tmp`` one being written)."""
-    return path.suffix in SHARD_SUFFIXES
 
 
 def shard_name(table: str, *, fresh: bool = False) -> str:
